@@ -1,0 +1,19 @@
+"""Model families behind one interface, chosen by name (`--arch`).
+
+Causal models (decoder, rnn):  logits = model(tokens)                       # (B,T) -> (B,T,V)
+Seq2seq (encdec):              logits = model(enc_tokens, dec_tokens, enc_mask=None)
+All:  model(..., return_hidden=True) -> (logits, [hidden per layer]);  model.kind in
+{"causal", "seq2seq"};  cache = model.new_cache(); model(..., cache=cache) decodes incrementally.
+"""
+from trainer.models import decoder, encdec, rnn  # noqa: F401  (fill the registry)
+from trainer.models.positional import POSITIONAL, ROPE_SCALING, check_positions
+from trainer.models.registry import MODELS
+from trainer.models.rnn import CELLS
+
+
+def build_model(cfg):
+    """Instantiate the family named by cfg.arch (a trainer.config.ModelConfig)."""
+    return MODELS.get(cfg.arch)(cfg)
+
+
+__all__ = ["MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_positions"]

@@ -1,0 +1,286 @@
+"""Typed run configuration, named presets and the command line that overrides them.
+
+A run is described by one ``RunConfig`` made of four sections. Field names are unique across
+sections, so every field is settable on the command line as ``--field value`` regardless of its
+section. The whole config is saved as ``config.json`` beside every checkpoint; ``RunConfig.load``
+reads it back, so a run is reproducible from that file and its seed.
+
+    cfg = config_from_args(["--preset", "tiny", "--arch", "rnn", "--alpha", "0"])
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from trainer.errors import OLHError
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "decoder"
+    """Model family: decoder (GPT-style), encdec (T5-style), rnn (LSTM/GRU)."""
+    pe: str = "rope"
+    """Positional encoding for decoder/encdec: nope, learned, sinusoidal, rope, alibi (ignored by rnn)."""
+    cell: str = "lstm"
+    """Recurrent cell for arch=rnn: lstm or gru."""
+    vocab_size: int = 2000
+    """Tokenizer vocabulary size (the sentencepiece model is trained to this size)."""
+    d_model: int = 128
+    """Width of the residual stream / RNN hidden state."""
+    n_layer: int = 4
+    """Transformer blocks (decoder side for encdec) or stacked RNN layers."""
+    n_enc_layer: int = 0
+    """Encoder blocks for encdec; 0 means the same as n_layer."""
+    n_head: int = 4
+    """Attention heads (d_model must be divisible by it)."""
+    mlp_ratio: int = 4
+    """MLP hidden width = mlp_ratio * d_model."""
+    dropout: float = 0.0
+    """Dropout on attention output, MLP output and embeddings."""
+    max_positions: int = 1024
+    """Positions the `learned` PE table holds; other encodings are unbounded."""
+    rope_base: float = 10000.0
+    """RoPE base frequency."""
+    rope_scaling: str = "none"
+    """RoPE context-extension method: none, pi, ntk, abf (see trainer/models/positional.py)."""
+    rope_scale: float = 1.0
+    """Scale factor of the RoPE extension method (e.g. 4 to go from L to 4L)."""
+
+
+@dataclass
+class DataConfig:
+    data: str = "austen"
+    """Corpus: 'austen', a local .txt/.jsonl/.parquet file or folder, or a hub dataset name."""
+    seq_len: int = 128
+    """Training window L in tokens (l_train for LSM and the length-scaled tasks)."""
+    tgt_len: int = 16
+    """encdec only: the continuation y the decoder predicts (the last tgt_len tokens of a window)."""
+    tokenizer_type: str = "bpe"
+    """sentencepiece model type: bpe or unigram."""
+    tokenizer: str = ""
+    """Path of an existing tokenizer.model to reuse instead of training one."""
+
+
+@dataclass
+class AlignConfig:
+    alpha: float = 0.1
+    """Weight of the misalignment loss; 0 trains the plain LM with one forward pass per step."""
+    divergence: str = "sce"
+    """Divergence D between the long and short views (trainer/alignment/divergences.py)."""
+    kl_direction: str = "long_short"
+    """For divergence=kl: long_short = KL(p_long || p_short), short_long = the reverse."""
+    scope: str = "all"
+    """Overlap positions D is applied to: all, last, first, first_frac:F."""
+    target: str = "logits"
+    """What is aligned: logits, hidden, hidden+logits."""
+    hidden_layers: str = "-1"
+    """Comma-separated layer indices for target=hidden (negative counts from the top)."""
+    hidden_weight: float = 1.0
+    """Weight of the hidden-state term in target=hidden+logits."""
+    alpha_schedule: str = "constant"
+    """Step schedule of alpha: constant, linear, cosine, warmup, step."""
+    alpha_start: float = 0.0
+    """Starting alpha of the linear/cosine schedules (they reach `alpha` at max_steps)."""
+    alpha_warmup: int = 100
+    """Steps of the linear ramp 0 -> alpha in the warmup schedule."""
+    alpha_milestones: str = ""
+    """Piecewise schedule 'STEP:ALPHA,STEP:ALPHA' (alpha before the first milestone)."""
+    alpha_len_p: float = 0.0
+    """Exponent p of the length-ratio factor (l_test / seq_len)^p; 0 disables it."""
+    l_test: int = 0
+    """Target evaluation length for the length-ratio factor; 0 means 4 * seq_len."""
+    extra_frac: float = 0.5
+    """l_extra ~ U[1, extra_frac * seq_len]."""
+    detach_long: bool = False
+    """Stop gradients through the long (more context) branch of the misalignment term."""
+    pair_windows: bool = False
+    """Always train on both windows (compute-matched baseline when alpha = 0)."""
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 600
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Sequences per step per process."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay floor as a fraction of lr."""
+    warmup_steps: int = 50
+    """Linear learning-rate warm-up steps."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices (not on norms, biases, embeddings)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip; 0 disables."""
+    seed: int = 0
+    """Seeds model init, data sampler and l_extra draws."""
+    log_every: int = 10
+    """Steps between progress-bar/console updates (metrics.jsonl gets every step)."""
+    save_every: int = 0
+    """Steps between checkpoints; 0 saves only at the end."""
+    out: str = "runs/default"
+    """Run directory: checkpoint/, metrics.jsonl, config.json."""
+    deepspeed: str = ""
+    """DeepSpeed JSON config (ds_configs/zero*.json); empty trains with plain torch."""
+    resume: bool = False
+    """Continue from the checkpoint in --out (bit-identical on CPU)."""
+    init_from: str = ""
+    """Start from another run's weights (new optimizer); tokenizer and architecture come from it."""
+    device: str = "auto"
+    """cpu, cuda, or auto."""
+    dtype: str = "auto"
+    """float32, bfloat16, or auto (bf16 on GPUs that support it, float32 on CPU)."""
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 leaves torch's default."""
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "align": AlignConfig, "train": TrainConfig}
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        parts = {}
+        for name, klass in SECTIONS.items():
+            sec = dict(d.get(name, {}))
+            known = {f.name for f in fields(klass)}
+            unknown = set(sec) - known
+            if unknown:
+                raise OLHError(f"config section '{name}' has unknown field(s): {', '.join(sorted(unknown))}")
+            parts[name] = klass(**sec)
+        return cls(**parts)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise OLHError(f"cannot read config {path}: {e}") from None
+
+    def set(self, key: str, value) -> None:
+        """Set a field by its (unique) name from any section, converting strings to its type."""
+        sec, f = FIELD_INDEX.get(key, (None, None))
+        if sec is None:
+            raise OLHError(f"unknown config field '{key}'")
+        setattr(getattr(self, sec), key, _convert(f, value))
+
+
+def _field_type(f) -> type:
+    t = f.type if not isinstance(f.type, str) else eval(f.type, vars(typing), {})  # noqa: S307 - our own annotations
+    return t
+
+
+def _convert(f, value):
+    t = _field_type(f)
+    if isinstance(value, str):
+        if t is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise OLHError(f"--{f.name} expects true/false, got '{value}'")
+        try:
+            return t(value)
+        except ValueError:
+            raise OLHError(f"--{f.name} expects {t.__name__}, got '{value}'") from None
+    return value
+
+
+FIELD_INDEX: dict[str, tuple[str, dataclasses.Field]] = {}
+for _sec, _cls in SECTIONS.items():
+    for _f in fields(_cls):
+        assert _f.name not in FIELD_INDEX, f"duplicate config field {_f.name}"
+        FIELD_INDEX[_f.name] = (_sec, _f)
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets: overrides on top of the defaults. `tiny` is for tests (seconds on CPU), `demo` for the CPU
+# demo (minutes), `small`/`gpt2` for a GPU.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(vocab_size=320, d_model=32, n_layer=2, n_head=2, max_positions=256, seq_len=32,
+                 tgt_len=8, batch_size=4, max_steps=20, lr=3e-3, warmup_steps=2, log_every=5),
+    "demo": dict(vocab_size=2000, d_model=128, n_layer=4, n_head=4, max_positions=1024, seq_len=128,
+                 tgt_len=16, batch_size=16, max_steps=600, lr=2e-3, warmup_steps=50),
+    "small": dict(vocab_size=8000, d_model=512, n_layer=8, n_head=8, max_positions=4096, seq_len=512,
+                  tgt_len=64, batch_size=32, max_steps=5000, lr=6e-4, warmup_steps=200),
+    "gpt2": dict(vocab_size=16000, d_model=768, n_layer=12, n_head=12, max_positions=4096, seq_len=1024,
+                 tgt_len=64, batch_size=32, max_steps=20000, lr=6e-4, warmup_steps=500),
+}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise OLHError(f"unknown preset '{name}'; valid: {', '.join(PRESETS)}")
+    cfg = RunConfig()
+    for k, v in PRESETS[name].items():
+        cfg.set(k, v)
+    return cfg
+
+
+def _field_help(cls) -> dict[str, str]:
+    """Field docstrings: the string literal right after each field in the class source."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(cls))
+    out, body = {}, tree.body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            out[a.target.id] = " ".join(b.value.value.split())
+    return out
+
+
+def build_parser(prog: str = "python -m trainer.train", description: str = "",
+                 choices: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """A parser with --preset and one --field per config field; defaults are left as None so that
+    only fields given on the command line override the preset. `choices` adds registry listings to
+    the help of the named fields."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="demo", help=f"named preset: {', '.join(PRESETS)} (default demo)")
+    p.add_argument("--config", default="", help="a config.json to start from instead of a preset")
+    p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # added by the deepspeed launcher
+    choices = choices or {}
+    for sec, cls in SECTIONS.items():
+        g = p.add_argument_group(f"{sec} config")
+        helps = _field_help(cls)
+        for f in fields(cls):
+            t = _field_type(f)
+            h = helps.get(f.name, "")
+            if f.name in choices:
+                h += f" [{choices[f.name]}]"
+            h += f" (default {f.default!r})"
+            if t is bool:
+                g.add_argument(f"--{f.name}", nargs="?", const="true", default=None, metavar="BOOL", help=h)
+            else:
+                g.add_argument(f"--{f.name}", default=None, metavar=t.__name__.upper(), help=h)
+    return p
+
+
+def config_from_namespace(ns: argparse.Namespace) -> RunConfig:
+    cfg = RunConfig.load(ns.config) if ns.config else preset(ns.preset)
+    for key in FIELD_INDEX:
+        v = getattr(ns, key, None)
+        if v is not None:
+            cfg.set(key, v)
+    return cfg
+
+
+def config_from_args(argv: list[str] | None = None) -> RunConfig:
+    return config_from_namespace(build_parser().parse_args(argv))

@@ -1,0 +1,80 @@
+"""T5-style encoder-decoder: bidirectional encoder, causal decoder with cross-attention, one shared
+vocabulary embedding tied to the output head.
+
+Used as a prefix LM: the encoder reads context, the decoder predicts a continuation y starting from
+BOS (see trainer/alignment/views.py). Positional encodings as in decoder.py; cross-attention has none.
+
+    python -c "from trainer.config import preset; from trainer.models import build_model; \
+               c = preset('tiny').model; c.arch = 'encdec'; print(build_model(c))"
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainer.models.layers import Block, KVCache
+from trainer.models.positional import POSITIONAL
+from trainer.models.registry import MODELS
+
+
+@MODELS.register("encdec", help="T5-style encoder-decoder used as a prefix LM")
+class EncDecLM(nn.Module):
+    kind = "seq2seq"
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        n_enc = cfg.n_enc_layer or cfg.n_layer
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.wte.weight, std=0.02)
+        self.pe = POSITIONAL.get(cfg.pe)(cfg)  # one module; encoder and decoder count positions from 0
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(Block(cfg, causal=False, cross=False, n_layer_for_init=n_enc)
+                                     for _ in range(n_enc))
+        self.ln_enc = nn.LayerNorm(cfg.d_model)
+        self.decoder = nn.ModuleList(Block(cfg, causal=True, cross=True, n_layer_for_init=cfg.n_layer)
+                                     for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+
+    @property
+    def max_positions(self) -> int | None:
+        return self.pe.max_positions
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.decoder))
+
+    def encode(self, enc_tokens: torch.Tensor, enc_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """enc_tokens: (B, S) -> memory (B, S, D). enc_mask: (B, S) bool, True = real token."""
+        pos = torch.arange(enc_tokens.shape[1], device=enc_tokens.device)
+        h = self.drop(self.pe.add_to_input(self.wte(enc_tokens), pos))
+        for blk in self.encoder:
+            h = blk(h, pos, self.pe, key_mask=enc_mask)
+        return self.ln_enc(h)
+
+    def forward(self, enc_tokens: torch.Tensor | None, dec_tokens: torch.Tensor, *,
+                enc_mask: torch.Tensor | None = None, return_hidden: bool = False,
+                cache: KVCache | None = None):
+        """enc_tokens: (B, S), dec_tokens: (B, T) (BOS first) -> logits (B, T, V) for the next
+        decoder token at each position. With a cache the encoder runs once (on the first call) and
+        dec_tokens continue the cached decoder prefix."""
+        if cache is not None and cache.memory is not None:
+            memory, enc_mask = cache.memory, cache.enc_mask
+        else:
+            memory = self.encode(enc_tokens, enc_mask)  # (B, S, D)
+            if cache is not None:
+                cache.memory, cache.enc_mask = memory, enc_mask
+        B, T = dec_tokens.shape
+        offset = cache.length if cache is not None else 0
+        pos = torch.arange(offset, offset + T, device=dec_tokens.device)
+        h = self.drop(self.pe.add_to_input(self.wte(dec_tokens), pos))  # (B, T, D)
+        hiddens = []
+        for i, blk in enumerate(self.decoder):
+            h = blk(h, pos, self.pe, cache=cache.layers[i] if cache is not None else None,
+                    memory=memory, memory_mask=enc_mask)
+            if return_hidden:
+                hiddens.append(F.layer_norm(h, h.shape[-1:]))
+        if cache is not None:
+            cache.length += T
+        logits = F.linear(self.ln_f(h), self.wte.weight)
+        return (logits, hiddens) if return_hidden else logits

@@ -1,0 +1,70 @@
+"""Recurrent language model: embedding -> stacked LSTM or GRU layers (pre-norm, residual) -> tied head.
+
+RNNs have no positions, so the long/short views differ only in how many tokens the state has seen:
+the cleanest test of context-length effects. `--pe` is ignored here.
+
+    python -c "from trainer.config import preset; from trainer.models import build_model; \
+               c = preset('tiny').model; c.arch = 'rnn'; c.cell = 'gru'; print(build_model(c))"
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainer.errors import OLHError
+from trainer.models.registry import MODELS
+from trainer.registry import Registry
+
+CELLS = Registry("rnn cell")
+CELLS.register("lstm", help="long short-term memory")(nn.LSTM)
+CELLS.register("gru", help="gated recurrent unit")(nn.GRU)
+
+
+class RNNState:
+    """Per-layer recurrent states for incremental decoding (same role as a KV cache)."""
+
+    def __init__(self, n_layer: int):
+        self.states: list = [None] * n_layer  # LSTM: (h, c); GRU: h; each (1, B, D)
+        self.length = 0
+
+
+@MODELS.register("rnn", help="stacked LSTM/GRU language model (--cell)")
+class RNNLM(nn.Module):
+    kind = "causal"
+    max_positions = None
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        cell = CELLS.get(cfg.cell)
+        D = cfg.d_model
+        self.wte = nn.Embedding(cfg.vocab_size, D)
+        nn.init.normal_(self.wte.weight, std=0.02)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.norms = nn.ModuleList(nn.LayerNorm(D) for _ in range(cfg.n_layer))
+        # one module per layer (not num_layers=N) so every layer's output is available for
+        # hidden-state alignment
+        self.layers = nn.ModuleList(cell(D, D, batch_first=True) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(D)
+
+    def new_cache(self) -> RNNState:
+        return RNNState(len(self.layers))
+
+    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False, cache: RNNState | None = None):
+        """tokens: (B, T) -> logits (B, T, V) (+ per-layer normalized hidden states (B, T, D))."""
+        if tokens.shape[1] == 0:
+            raise OLHError("rnn forward needs at least one token")
+        h = self.drop(self.wte(tokens))  # (B, T, D)
+        hiddens = []
+        for i, (norm, rnn) in enumerate(zip(self.norms, self.layers)):
+            out, state = rnn(norm(h), cache.states[i] if cache is not None else None)
+            if cache is not None:
+                cache.states[i] = state
+            h = h + self.drop(out)
+            if return_hidden:
+                hiddens.append(F.layer_norm(h, h.shape[-1:]))
+        if cache is not None:
+            cache.length += tokens.shape[1]
+        logits = F.linear(self.ln_f(h), self.wte.weight)
+        return (logits, hiddens) if return_hidden else logits
