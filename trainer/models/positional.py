@@ -90,14 +90,14 @@ class Rotary(PositionalEncoding):
         return ang.cos().to(dtype), ang.sin().to(dtype)
 
     @staticmethod
-    def _apply(x, cos, sin):  # x: (B, H, T, hd); rotate pairs (x1, x2) of the two halves
+    def _rot(x, cos, sin):  # x: (B, H, T, hd); rotate pairs (x1, x2) of the two halves
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
     def rotate(self, q, k, q_pos, k_pos):
         cq, sq = self._cos_sin(q_pos, q.dtype)
         ck, sk = self._cos_sin(k_pos, k.dtype)
-        return self._apply(q, cq, sq), self._apply(k, ck, sk)
+        return self._rot(q, cq, sq), self._rot(k, ck, sk)
 
 
 @POSITIONAL.register("alibi", help="linear attention biases with geometric head slopes (Press et al.)")

@@ -1,0 +1,137 @@
+"""Checkpoints: safetensors weights + config + tokenizer + trainer state, written atomically.
+
+Layout of RUN_DIR/checkpoint/ (also what `load_model` and the lm-eval `ol` model read):
+    config.json          the RunConfig the weights were trained with
+    tokenizer.model      sentencepiece model
+    model.safetensors    full (gathered) weights, fp32
+    trainer_state.json   step, sampler state, versions
+    rng.safetensors      torch CPU RNG state and the l_extra generator state
+    optimizer.pt         plain-torch optimizer + scheduler state (tensors only: read with weights_only=True)
+    ds/                  DeepSpeed's own checkpoint instead of optimizer.pt when trained with --deepspeed
+
+A save writes RUN_DIR/checkpoint.tmp-<pid>/ and renames it over checkpoint/, so a crash leaves either
+the old or the new checkpoint, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from trainer.config import RunConfig
+from trainer.errors import CheckpointError, OLHError
+
+REQUIRED = ("config.json", "tokenizer.model", "model.safetensors")
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """Accept a run directory or its checkpoint/ directory; fail clearly if neither holds one."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"no checkpoint: {p} does not exist")
+    ck = p / "checkpoint" if (p / "checkpoint").is_dir() else p if (p / "model.safetensors").exists() else None
+    if ck is None:
+        raise CheckpointError(f"no checkpoint in {p}: expected {p}/checkpoint/ or {p}/model.safetensors")
+    missing = [f for f in REQUIRED if not (ck / f).exists()]
+    if missing:
+        raise CheckpointError(f"checkpoint {ck} is incomplete: missing {', '.join(missing)}")
+    return ck
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "checkpoint" / "model.safetensors").exists()
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"corrupt checkpoint file {path}: {e}") from None
+
+
+def load_state_into(model: torch.nn.Module, sd: dict, where: Path) -> None:
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"weights in {where} do not fit the model in its config.json: "
+                              f"{first[1].strip() if len(first) > 1 else first[0]}") from None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, RunConfig, Tokenizer) from a run or checkpoint directory."""
+    from trainer.data import Tokenizer
+    from trainer.models import build_model
+
+    ck = checkpoint_dir(path)
+    cfg = RunConfig.load(ck / "config.json")
+    try:
+        model = build_model(cfg.model)
+    except OLHError as e:
+        raise CheckpointError(f"config.json in {ck} names an unusable model: {e}") from None
+    load_state_into(model, _read_weights(ck / "model.safetensors"), ck / "model.safetensors")
+    tok = Tokenizer.load(ck / "tokenizer.model")
+    return model.to(device).eval(), cfg, tok
+
+
+def save_checkpoint(run_dir: Path, *, cfg: RunConfig, state_dict: dict, tokenizer_path: Path,
+                    trainer_state: dict, rng: dict[str, torch.Tensor], optimizer_state: dict | None,
+                    write_ds=None, is_main: bool = True, barrier=lambda: None) -> Path:
+    """Write a complete checkpoint to a temp dir and swap it in. `write_ds(dir)` lets every rank
+    write DeepSpeed's sharded state (a collective) into the temp dir before rank 0 swaps."""
+    run_dir = Path(run_dir)
+    final = run_dir / "checkpoint"
+    tmp = run_dir / "checkpoint.tmp"
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    if write_ds is not None:
+        write_ds(tmp / "ds")
+    if is_main:
+        cfg.save(tmp / "config.json")
+        shutil.copyfile(tokenizer_path, tmp / "tokenizer.model")
+        save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()},
+                  str(tmp / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
+        if optimizer_state is not None:
+            torch.save(optimizer_state, tmp / "optimizer.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1) + "\n")
+        _fsync_dir(tmp)
+        old = run_dir / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def _fsync_dir(d: Path) -> None:
+    for f in d.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def load_training_state(ck: Path) -> tuple[dict, dict, dict | None]:
+    """(trainer_state, rng tensors, optimizer state or None) of a checkpoint, read without pickle
+    code execution."""
+    try:
+        state = json.loads((ck / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"corrupt or missing {ck / 'trainer_state.json'}: {e}") from None
+    rng = _read_weights(ck / "rng.safetensors")
+    opt = None
+    if (ck / "optimizer.pt").exists():
+        try:
+            opt = torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+            raise CheckpointError(f"corrupt checkpoint file {ck / 'optimizer.pt'}: {e}") from None
+    return state, rng, opt

@@ -1,0 +1,254 @@
+"""Corpora: the embedded Jane Austen default, local files through ``datasets``, or a hub dataset.
+
+Spec strings accepted by ``load_corpus``:
+
+- ``"austen"``: the six novels of ``r-cran-janeaustenr`` (located by ``find_austen``), split by
+  book: train Emma, Mansfield Park, Sense and Sensibility, Pride and Prejudice; held out
+  Persuasion and Northanger Abbey. ``heldout_frac`` and ``seed`` do not apply.
+- ``"austen:/path/to/Rdata.rdb"`` (or a folder holding it): the same, from that file.
+- a local path: a ``.txt`` file (one document), a ``.jsonl``/``.json``/``.parquet`` file with a
+  ``text`` column (one document per row), or a folder of such files (searched recursively, sorted;
+  each ``.txt`` file is one document).
+- anything else is a hub dataset name for ``datasets.load_dataset``, optionally ``name:split``
+  (default split ``train``), e.g. ``pg19`` or ``pg19:validation``. Needs the network.
+
+For everything but Austen, whole documents are held out: ``max(1, round(n * heldout_frac))`` of them
+(at most ``n - 1``), chosen by ``seed``. A single document is cut at ``1 - heldout_frac`` of its
+length (at a line break when one is near) into a training part and a held-out part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data import austen
+from trainer.errors import DataError
+
+TEXT_FIELD = "text"
+#: file suffix -> ``datasets`` packaged builder
+BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+#: columns used to name held-out documents, first found wins
+NAME_FIELDS = ("short_book_title", "title", "name", "id")
+
+
+@dataclass
+class Corpus:
+    """A corpus split into training documents and held-out long documents."""
+
+    name: str
+    """Short name: ``austen``, the file/folder name, or the hub dataset name."""
+    train: list[str]
+    """Training documents (one string each)."""
+    heldout: list[str]
+    """Held-out documents (PPL-by-length, LSM, mini long-context tasks)."""
+    heldout_names: list[str] = field(default_factory=list)
+    """One name per held-out document (book title, file name or ``file:row``)."""
+
+    def __repr__(self) -> str:
+        n_train = sum(len(t) for t in self.train)
+        n_held = sum(len(t) for t in self.heldout)
+        return (
+            f"Corpus(name={self.name!r}, train={len(self.train)} docs/{n_train} chars, "
+            f"heldout={self.heldout_names} ({n_held} chars))"
+        )
+
+
+def load_corpus(spec: str = "austen", heldout_frac: float = 0.1, seed: int = 0) -> Corpus:
+    """Load and split a corpus; see the module docstring for ``spec``. ``DataError`` on bad input."""
+    spec = str(spec).strip()
+    if not spec:
+        raise DataError("corpus spec is empty; use 'austen', a local path or a hub dataset name")
+    if spec == "austen" or spec.startswith("austen:"):
+        return _load_austen(spec.partition(":")[2] or None)
+    if not 0.0 < heldout_frac < 1.0:
+        raise DataError(f"heldout_frac must be between 0 and 1 (exclusive), got {heldout_frac}")
+    path = Path(spec).expanduser()
+    if path.exists():
+        docs, names = _load_local(path)
+        return _split_docs(path.name or str(path), docs, names, heldout_frac, seed)
+    if _looks_like_path(spec):
+        raise DataError(f"corpus path {spec} does not exist")
+    docs, names = _load_hub(spec)
+    return _split_docs(spec, docs, names, heldout_frac, seed)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _load_austen(path: str | None) -> Corpus:
+    rdb = austen.find_austen(path)
+    books = austen.read_rdata_rdb(rdb)
+    train, heldout = austen.split_austen(books, source=str(rdb))
+    return Corpus("austen", list(train.values()), list(heldout.values()), list(heldout))
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        spec.startswith(("/", "./", "../", "~", "."))
+        or "\\" in spec
+        or Path(spec).suffix.lower() in BUILDERS
+        or spec.count("/") > 1
+    )
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Silence ``datasets``' per-load progress bars for small local loads."""
+    import datasets
+
+    was_disabled = datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        yield datasets
+    finally:
+        if not was_disabled:
+            datasets.utils.enable_progress_bars()
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        if path.suffix.lower() not in BUILDERS:
+            raise DataError(
+                f"corpus file {path} has an unsupported type; use {', '.join(BUILDERS)} (or a folder of them)"
+            )
+        return [path]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in BUILDERS
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise DataError(f"corpus folder {path} has no {', '.join(BUILDERS)} files")
+    return files
+
+
+def _load_one(builder: str, files: list[Path]):
+    """One ``datasets`` load of files sharing a builder; returns the Dataset or raises."""
+    with _quiet_datasets() as datasets:
+        kwargs = {"sample_by": "document"} if builder == "text" else {}
+        return datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
+
+
+def _texts_from(ds, where: str) -> tuple[list, list | None]:
+    if TEXT_FIELD not in ds.column_names:
+        raise DataError(f"{where} has no '{TEXT_FIELD}' field (columns: {', '.join(ds.column_names) or 'none'})")
+    texts = ds[TEXT_FIELD]
+    name_col = next((c for c in NAME_FIELDS if c in ds.column_names), None)
+    return texts, (ds[name_col] if name_col else None)
+
+
+def _check_texts(texts: list, where: str) -> None:
+    for i, t in enumerate(texts):
+        if t is None:
+            raise DataError(f"{where} row {i} has no '{TEXT_FIELD}' field (or it is null)")
+        if not isinstance(t, str):
+            raise DataError(f"{where} row {i}: '{TEXT_FIELD}' is {type(t).__name__}, not a string")
+
+
+def _load_file(builder: str, f: Path) -> tuple[list[str], list[str]]:
+    try:
+        ds = _load_one(builder, [f])
+    except DataError:
+        raise
+    except Exception as e:
+        cause = e.__cause__ or e
+        raise DataError(f"cannot read corpus file {f} as {builder}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from None
+    texts, names = _texts_from(ds, f"corpus file {f}")
+    _check_texts(texts, f"corpus file {f}")
+    if builder == "text":
+        return texts, [f.stem] * len(texts)
+    names = [f"{f.name}:{i}" if not names or names[i] is None else str(names[i]) for i in range(len(texts))]
+    return texts, names
+
+
+def _load_local(path: Path) -> tuple[list[str], list[str]]:
+    files = _local_files(path)
+    docs: list[str] = []
+    names: list[str] = []
+    # Group consecutive files by builder (keeps sorted order); load each group in one call and
+    # fall back to per-file loads to name the culprit when a group fails or lacks the field.
+    groups: list[tuple[str, list[Path]]] = []
+    for f in files:
+        b = BUILDERS[f.suffix.lower()]
+        if groups and groups[-1][0] == b:
+            groups[-1][1].append(f)
+        else:
+            groups.append((b, [f]))
+    for builder, group in groups:
+        if len(group) > 1:
+            try:
+                ds = _load_one(builder, group)
+                texts, gnames = _texts_from(ds, "")
+                _check_texts(texts, "")
+            except Exception:
+                pass  # re-read file by file below for a precise message
+            else:
+                if builder == "text":
+                    gnames = [f.stem for f in group] if len(texts) == len(group) else None
+                if gnames is None or any(n is None for n in gnames):
+                    gnames = [f"{path.name}:{len(docs) + i}" for i in range(len(texts))]
+                docs.extend(texts)
+                names.extend(str(n) for n in gnames)
+                continue
+        for f in group:
+            t, n = _load_file(builder, f)
+            docs.extend(t)
+            names.extend(n)
+    return _nonempty(docs, names, str(path))
+
+
+def _load_hub(spec: str) -> tuple[list[str], list[str]]:
+    name, _, split = spec.partition(":")
+    split = split or "train"
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"corpus {spec!r} is not a local path and could not be loaded as hub dataset {name!r} "
+            f"split {split!r} ({first}); check the name, or the network (HF_HUB_OFFLINE / "
+            "HF_DATASETS_OFFLINE may be on)"
+        ) from None
+    texts, names = _texts_from(ds, f"hub dataset {name!r}")
+    _check_texts(texts, f"hub dataset {name!r}")
+    names = [f"{name}[{i}]" if not names or names[i] is None else str(names[i]) for i in range(len(texts))]
+    return _nonempty(texts, names, f"hub dataset {name!r}")
+
+
+def _nonempty(docs: list[str], names: list[str], where: str) -> tuple[list[str], list[str]]:
+    keep = [i for i, d in enumerate(docs) if d.strip()]
+    if not keep:
+        raise DataError(f"corpus {where} is empty (no non-blank '{TEXT_FIELD}' documents)")
+    return [docs[i] for i in keep], [names[i] for i in keep]
+
+
+def _split_docs(name: str, docs: list[str], names: list[str], heldout_frac: float, seed: int) -> Corpus:
+    n = len(docs)
+    if n == 1:
+        text = docs[0]
+        cut = int(len(text) * (1.0 - heldout_frac))
+        # move the cut to a nearby line break (within 5 % of the text) so no line is split
+        nl = text.rfind("\n", max(0, cut - len(text) // 20), cut)
+        if nl > 0:
+            cut = nl + 1
+        train, held = text[:cut], text[cut:]
+        if not train.strip() or not held.strip():
+            raise DataError(
+                f"corpus {name} is a single document of {len(text)} characters, too short to hold out "
+                f"{heldout_frac:.0%} of it"
+            )
+        return Corpus(name, [train], [held], [f"{names[0]} (last {heldout_frac:.0%})"])
+    n_held = min(n - 1, max(1, round(n * heldout_frac)))
+    perm = np.random.default_rng(seed).permutation(n)
+    held_idx = set(int(i) for i in perm[:n_held])
+    train = [d for i, d in enumerate(docs) if i not in held_idx]
+    held = sorted(held_idx)
+    return Corpus(name, train, [docs[i] for i in held], [names[i] for i in held])
