@@ -214,7 +214,7 @@ for _sec, _cls in SECTIONS.items():
 # Presets: overrides on top of the defaults. `tiny` is for tests (seconds on CPU), `demo` for the CPU
 # demo (minutes), `small`/`gpt2` for a GPU.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(vocab_size=320, d_model=32, n_layer=2, n_head=2, max_positions=256, seq_len=32,
+    "tiny": dict(vocab_size=512, d_model=32, n_layer=2, n_head=2, max_positions=256, seq_len=32,
                  tgt_len=8, batch_size=4, max_steps=20, lr=3e-3, warmup_steps=2, log_every=5),
     "demo": dict(vocab_size=2000, d_model=128, n_layer=4, n_head=4, max_positions=1024, seq_len=128,
                  tgt_len=16, batch_size=16, max_steps=600, lr=2e-3, warmup_steps=50),

@@ -154,11 +154,10 @@ def _check_texts(texts: list, where: str) -> None:
 def _load_file(builder: str, f: Path) -> tuple[list[str], list[str]]:
     try:
         ds = _load_one(builder, [f])
-    except DataError:
-        raise
-    except Exception as e:
+    except Exception as e:  # datasets wraps parse errors; report the underlying one
         cause = e.__cause__ or e
-        raise DataError(f"cannot read corpus file {f} as {builder}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}") from None
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise DataError(f"cannot read corpus file {f} as {builder}: {type(cause).__name__}: {first}") from None
     texts, names = _texts_from(ds, f"corpus file {f}")
     _check_texts(texts, f"corpus file {f}")
     if builder == "text":
@@ -214,8 +213,8 @@ def _load_hub(spec: str) -> tuple[list[str], list[str]]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
             f"corpus {spec!r} is not a local path and could not be loaded as hub dataset {name!r} "
-            f"split {split!r} ({first}); check the name, or the network (HF_HUB_OFFLINE / "
-            "HF_DATASETS_OFFLINE may be on)"
+            f"split {split!r} ({first}); check the name and the network (offline mode may be on: "
+            "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
         ) from None
     texts, names = _texts_from(ds, f"hub dataset {name!r}")
     _check_texts(texts, f"hub dataset {name!r}")

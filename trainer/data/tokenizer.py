@@ -136,6 +136,7 @@ class Tokenizer:
             )
         except RuntimeError as e:
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            msg = msg.rsplit("] ", 1)[-1]  # drop sentencepiece's "INTERNAL: file.cc(638) [check]" prefix
             raise DataError(f"sentencepiece could not train a {vocab_size}-piece {model_type} tokenizer: {msg}") from None
         proto = buf.getvalue()
         atomic_write(path, proto)
