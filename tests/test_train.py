@@ -143,3 +143,24 @@ def test_config_json_roundtrip_and_unknown_fields(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(bad))
     with pytest.raises(OLHError, match="unknown field.*gamma"):
         RunConfig.load(tmp_path / "b.json")
+
+
+def test_init_from_copies_weights_bit_exactly_with_new_seq_len_and_scaling(tiny_run, tmp_path):
+    src = tiny_run("decoder")
+    out = train_tiny(tmp_path / "ext", init_from=str(src), seq_len=64, rope_scaling="pi", rope_scale=2.0,
+                     max_steps=1, lr=0.0, warmup_steps=1)
+    cfg = RunConfig.load(out / "checkpoint/config.json")
+    assert cfg.data.seq_len == 64 and cfg.model.rope_scaling == "pi" and cfg.model.rope_scale == 2.0
+    assert (out / "tokenizer.model").read_bytes() == (src / "checkpoint/tokenizer.model").read_bytes()
+    a, b = load_file(src / "checkpoint/model.safetensors"), load_file(out / "checkpoint/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr = 0: one step leaves the copied weights untouched
+
+
+def test_init_from_mismatches_are_clear_errors(tiny_run, tmp_path, capsys):
+    src = tiny_run("decoder")
+    assert main(["--preset", "tiny", "--init_from", str(src), "--d_model", "64", "--out", str(tmp_path / "x")]) == 2
+    assert "has d_model=32, but --d_model 64 was given" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train_tiny(tmp_path / "y", init_from=str(tmp_path / "missing"))
+    with pytest.raises(OLHError, match="rope_scaling=ntk needs a rope model"):
+        train_tiny(tmp_path / "z", init_from=str(tiny_run("rnn", "nope")), rope_scaling="ntk", rope_scale=2.0)

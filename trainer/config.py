@@ -275,10 +275,13 @@ def build_parser(prog: str = "python -m trainer.train", description: str = "",
 
 def config_from_namespace(ns: argparse.Namespace) -> RunConfig:
     cfg = RunConfig.load(ns.config) if ns.config else preset(ns.preset)
+    explicit = set()
     for key in FIELD_INDEX:
         v = getattr(ns, key, None)
         if v is not None:
             cfg.set(key, v)
+            explicit.add(key)
+    cfg.explicit = explicit  # fields given on the command line (not saved; --init_from checks them)
     return cfg
 
 

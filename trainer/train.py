@@ -24,8 +24,10 @@ import numpy as np
 import torch
 
 from trainer.alignment import DIVERGENCES, SCHEDULES, SCOPES, TARGETS, Objective
-from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_model, load_training_state,
-                                save_checkpoint)
+from safetensors.torch import load_file
+
+from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_model, load_state_into,
+                                load_training_state, save_checkpoint)
 from trainer.config import PRESETS, RunConfig, build_parser, config_from_namespace
 from trainer.errors import OLHError
 from trainer.models import CELLS, MODELS, POSITIONAL, ROPE_SCALING, build_model, check_positions
@@ -196,9 +198,8 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
     model = build_model(cfg.model)
     obj = Objective(cfg, model.kind, tok.bos_id)
     check_lengths(model, cfg, obj)
-    if init_ck is not None:
-        src, _, _ = load_model(init_ck)
-        model.load_state_dict(src.state_dict())
+    if init_ck is not None:  # bit-exact copy of the source weights; buffers (RoPE tables) follow cfg
+        load_state_into(model, load_file(str(init_ck / "model.safetensors")), init_ck / "model.safetensors")
     sampler = WindowSampler(tokens, obj.window, cfg.train.batch_size, seed=cfg.train.seed, rank=rt.rank)
     model.to(rt.device)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -331,14 +332,23 @@ class StopFlag:
 
 
 def adopt_architecture(cfg: RunConfig, ck: Path) -> RunConfig:
-    """--init_from: the architecture comes from the source checkpoint; only the fields that a
-    context extension may change (position scaling, max_positions) are taken from the command line."""
+    """--init_from: the architecture and tokenizer come from the source checkpoint; only the fields a
+    context extension may change (position scaling, max_positions, dropout) may differ. A conflicting
+    architecture flag given on the command line is an error, not silently overridden."""
     src = RunConfig.load(ck / "config.json")
     keep = {"rope_scaling", "rope_scale", "max_positions", "dropout"}
+    explicit = getattr(cfg, "explicit", set())
     for k, v in vars(src.model).items():
-        if k not in keep:
-            setattr(cfg.model, k, v)
-    cfg.data.tgt_len = src.data.tgt_len if src.model.arch == "encdec" else cfg.data.tgt_len
+        if k in keep:
+            continue
+        if k in explicit and getattr(cfg.model, k) != v:
+            raise OLHError(f"--init_from {ck.parent if ck.name == 'checkpoint' else ck} has {k}={v}, "
+                           f"but --{k} {getattr(cfg.model, k)} was given; the architecture comes from the checkpoint")
+        setattr(cfg.model, k, v)
+    if src.model.arch == "encdec":
+        cfg.data.tgt_len = src.data.tgt_len
+    if cfg.data.tokenizer:
+        raise OLHError("--init_from takes the checkpoint's tokenizer; drop --tokenizer")
     return cfg
 
 

@@ -5,6 +5,7 @@ Seq2seq (encdec):              logits = model(enc_tokens, dec_tokens, enc_mask=N
 All:  model(..., return_hidden=True) -> (logits, [hidden per layer]);  model.kind in
 {"causal", "seq2seq"};  cache = model.new_cache(); model(..., cache=cache) decodes incrementally.
 """
+from trainer.errors import OLHError
 from trainer.models import decoder, encdec, rnn  # noqa: F401  (fill the registry)
 from trainer.models.positional import POSITIONAL, ROPE_SCALING, check_positions
 from trainer.models.registry import MODELS
@@ -13,7 +14,13 @@ from trainer.models.rnn import CELLS
 
 def build_model(cfg):
     """Instantiate the family named by cfg.arch (a trainer.config.ModelConfig)."""
-    return MODELS.get(cfg.arch)(cfg)
+    family = MODELS.get(cfg.arch)
+    ROPE_SCALING.get(cfg.rope_scaling)
+    if cfg.rope_scaling != "none" and (cfg.pe != "rope" or cfg.arch == "rnn"):
+        raise OLHError(f"rope_scaling={cfg.rope_scaling} needs a rope model (arch={cfg.arch}, pe={cfg.pe})")
+    if cfg.rope_scale <= 0:
+        raise OLHError(f"rope_scale={cfg.rope_scale} must be positive")
+    return family(cfg)
 
 
 __all__ = ["MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_positions"]

@@ -1,0 +1,317 @@
+"""Ablation runner: train every cell of a grid, score each checkpoint with lm-eval, collect one table.
+
+    python -m trainer.ablate grids/alpha.yaml                 # train + evaluate every cell, then report
+    python -m trainer.ablate grids/alpha.yaml --jobs 2        # two cells at a time
+    python -m trainer.ablate grids/alpha.yaml --dry_run       # list the cells and exit
+    python -m trainer.ablate grids/alpha.yaml --report_only   # rebuild the report from results.jsonl
+
+A grid spec (YAML or JSON):
+
+    name: alpha                     # results go to <root>/<name>/ (root: --root, default runs/)
+    base: {preset: demo, max_steps: 400}    # any config field (see python -m trainer.train --help)
+    seeds: [0, 1]
+    axes:                           # full product of the axes ...
+      alpha: [0, 0.1, 0.3]
+    cells:                          # ... and/or an explicit list of overrides (each crossed with seeds)
+      - {alpha: 0.1, alpha_schedule: cosine}
+    eval:
+      tasks: [olh_lsm, olh_ppl_len, olh_mini_lc]
+      metadata: {}                  # passed to lm-eval's --metadata (l_train etc. come from the run)
+    launcher: {kind: plain}         # or {kind: deepspeed, config: ds_configs/zero2.json, num_gpus: 2}
+
+Each cell is keyed by a hash of its full resolved config: a finished cell (its line in results.jsonl)
+is skipped, a cell with a checkpoint but no result is evaluated, and an interrupted training resumes
+from its last checkpoint, so rerunning the same command after a crash continues the grid.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from trainer.config import FIELD_INDEX, PRESETS, RunConfig, preset
+from trainer.errors import OLHError
+
+SPEC_KEYS = {"name", "base", "seeds", "axes", "cells", "eval", "launcher", "description", "report"}
+DEFAULT_TASKS = ["olh_lsm", "olh_ppl_len", "olh_mini_lc"]
+
+
+# ------------------------------------------------------------------------------------------- spec
+def load_spec(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise OLHError(f"cannot read grid spec {p}: {e.strerror}") from None
+    try:
+        if p.suffix == ".json":
+            spec = json.loads(text)
+        else:
+            import yaml
+            spec = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - yaml and json raise different types; both mean "malformed"
+        raise OLHError(f"grid spec {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
+                       f"{str(e).splitlines()[0]}") from None
+    return validate_spec(spec, str(p))
+
+
+def validate_spec(spec, where: str = "grid spec") -> dict:
+    if not isinstance(spec, dict):
+        raise OLHError(f"{where}: expected a mapping at the top level")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise OLHError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
+    if not spec.get("name"):
+        raise OLHError(f"{where}: 'name' is required")
+    base = dict(spec.get("base") or {})
+    if "preset" in base and base["preset"] not in PRESETS:
+        raise OLHError(f"{where}: unknown preset '{base['preset']}'; valid: {', '.join(PRESETS)}")
+    _check_fields(base, f"{where}: base", allow={"preset"})
+    axes = spec.get("axes") or {}
+    if not isinstance(axes, dict):
+        raise OLHError(f"{where}: 'axes' must map field names to lists of values")
+    for k, vals in axes.items():
+        _check_fields({k: None}, f"{where}: axes")
+        if not isinstance(vals, list) or not vals:
+            raise OLHError(f"{where}: axis '{k}' is empty; give it a non-empty list of values")
+    cells = spec.get("cells") or []
+    for i, c in enumerate(cells):
+        if not isinstance(c, dict):
+            raise OLHError(f"{where}: cells[{i}] must be a mapping of field: value")
+        _check_fields(c, f"{where}: cells[{i}]")
+    if not axes and not cells:
+        raise OLHError(f"{where}: give 'axes' or 'cells' (nothing to run)")
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise OLHError(f"{where}: 'seeds' must be a non-empty list of integers")
+    ev = dict(spec.get("eval") or {})
+    bad = set(ev) - {"tasks", "metadata", "limit", "batch_size"}
+    if bad:
+        raise OLHError(f"{where}: unknown eval key(s) {', '.join(sorted(bad))}; valid: batch_size, limit, metadata, tasks")
+    launcher = dict(spec.get("launcher") or {"kind": "plain"})
+    if launcher.get("kind", "plain") not in ("plain", "deepspeed"):
+        raise OLHError(f"{where}: launcher kind must be plain or deepspeed, got '{launcher.get('kind')}'")
+    return {"name": str(spec["name"]), "base": base, "axes": axes, "cells": cells, "seeds": seeds,
+            "eval": {"tasks": ev.get("tasks", DEFAULT_TASKS), "metadata": ev.get("metadata", {}),
+                     "limit": ev.get("limit"), "batch_size": ev.get("batch_size", 8)},
+            "launcher": launcher, "description": spec.get("description", ""), "report": spec.get("report", {})}
+
+
+def _check_fields(d: dict, where: str, allow=()) -> None:
+    for k in d:
+        if k not in FIELD_INDEX and k not in allow:
+            raise OLHError(f"{where}: unknown config field '{k}' (see python -m trainer.train --help)")
+
+
+def expand(spec: dict) -> list[dict]:
+    """Every cell as {'overrides': {...}, 'seed': s}; overrides exclude the seed."""
+    combos = []
+    if spec["axes"]:
+        keys = list(spec["axes"])
+        combos += [dict(zip(keys, vals)) for vals in itertools.product(*(spec["axes"][k] for k in keys))]
+    combos += [dict(c) for c in spec["cells"]]
+    out, seen = [], set()
+    for c in combos:
+        for s in spec["seeds"]:
+            key = json.dumps([c, s], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append({"overrides": c, "seed": s})
+    return out
+
+
+def resolve(spec: dict, cell: dict) -> RunConfig:
+    base = dict(spec["base"])
+    cfg = preset(base.pop("preset", "demo"))
+    for k, v in {**base, **cell["overrides"], "seed": cell["seed"]}.items():
+        cfg.set(k, v)
+    return cfg
+
+
+def cell_id(cfg: RunConfig) -> str:
+    d = cfg.to_dict()
+    for k in ("out", "resume", "log_every", "save_every", "threads", "device"):
+        d["train"].pop(k, None)
+    d["model"].pop("vocab_size", None)  # set from the trained tokenizer
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------ running
+class Grid:
+    def __init__(self, spec: dict, root: str | Path = "runs", threads_per_job: int = 0):
+        self.spec, self.dir = spec, Path(root) / spec["name"]
+        self.results = self.dir / "results.jsonl"
+        self.threads = threads_per_job
+        self._lock = threading.Lock()
+
+    def done(self) -> dict[str, dict]:
+        if not self.results.exists():
+            return {}
+        rows = {}
+        for i, line in enumerate(self.results.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    raise OLHError(f"{self.results}:{i} is not valid JSON; fix or delete that line") from None
+                rows[r["cell_id"]] = r
+        return rows
+
+    def cells(self) -> list[tuple[dict, RunConfig, str]]:
+        out = []
+        for cell in expand(self.spec):
+            cfg = resolve(self.spec, cell)
+            cid = cell_id(cfg)
+            cfg.train.out = str(self.dir / cid)
+            out.append((cell, cfg, cid))
+        return out
+
+    def run(self, jobs: int = 1, progress=True) -> list[dict]:
+        from tqdm import tqdm
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "grid.json").write_text(json.dumps(self.spec, indent=1) + "\n")
+        done = self.done()
+        todo = [(c, cfg, cid) for c, cfg, cid in self.cells() if cid not in done]
+        n_all = len(self.cells())
+        if progress:
+            print(f"grid {self.spec['name']}: {n_all} cells, {n_all - len(todo)} already done, {len(todo)} to run")
+        bar = tqdm(total=len(todo), desc=f"grid {self.spec['name']}", disable=not progress or not todo)
+        errors = []
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futs = {pool.submit(self.run_cell, c, cfg, cid, jobs): cid for c, cfg, cid in todo}
+            for f in as_completed(futs):
+                try:
+                    f.result()
+                except OLHError as e:
+                    errors.append(f"cell {futs[f]}: {e}")
+                bar.update(1)
+        bar.close()
+        if errors:
+            raise OLHError("; ".join(errors))
+        return list(self.done().values())
+
+    def run_cell(self, cell: dict, cfg: RunConfig, cid: str, jobs: int) -> dict:
+        t0 = time.time()
+        out = Path(cfg.train.out)
+        out.mkdir(parents=True, exist_ok=True)
+        log = out / "cell.log"
+        threads = self.threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+        summary_path = out / "summary.json"
+        if not summary_path.exists():
+            cfg_path = out / "cell_config.json"
+            cfg.save(cfg_path)
+            resume = ["--resume"] if (out / "checkpoint").exists() else []
+            self._call(self._train_cmd(cfg_path, out, threads) + resume, log, f"training cell {cid}")
+        summary = json.loads(summary_path.read_text())
+        evals = self.evaluate(out, log, threads)
+        row = {"cell_id": cid, "grid": self.spec["name"], "overrides": cell["overrides"], "seed": cell["seed"],
+               "config": RunConfig.load(out / "checkpoint" / "config.json").to_dict(), "train": summary,
+               "final_lm_loss": mean_tail(out / "metrics.jsonl", "lm_loss"), "eval": evals,
+               "wall_s": time.time() - t0, "run_dir": str(out)}
+        with self._lock, open(self.results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    def _train_cmd(self, cfg_path: Path, out: Path, threads: int) -> list[str]:
+        la = self.spec["launcher"]
+        args = ["--config", str(cfg_path), "--out", str(out), "--threads", str(threads)]
+        if la.get("kind", "plain") == "deepspeed":
+            exe = str(Path(sys.executable).parent / "deepspeed")
+            return [exe, "--num_gpus", str(la.get("num_gpus", 1)), "--master_port", str(29500 + os.getpid() % 500),
+                    "--module", "trainer.train", "--deepspeed", la.get("config", "ds_configs/zero2.json"), *args]
+        return [sys.executable, "-m", "trainer.train", *args]
+
+    def evaluate(self, run_dir: Path, log: Path, threads: int) -> dict:
+        """Score the checkpoint through the real lm-eval CLI (our `olharness` wrapper) and flatten the
+        results to {'task/metric': value}."""
+        ev = self.spec["eval"]
+        if not ev["tasks"]:
+            return {}
+        out = run_dir / "eval"
+        cmd = [sys.executable, "-m", "olharness.cli", "--model", "ol", "--model_args",
+               f"pretrained={run_dir}", "--tasks", ",".join(ev["tasks"]), "--batch_size", str(ev["batch_size"]),
+               "--device", "cpu", "--output_path", str(out)]
+        if ev["metadata"]:
+            cmd += ["--metadata", json.dumps(ev["metadata"])]
+        if ev["limit"]:
+            cmd += ["--limit", str(ev["limit"])]
+        self._call(cmd, log, f"evaluating {run_dir.name}", env={"OMP_NUM_THREADS": str(threads)})
+        files = sorted(out.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+        if not files:
+            raise OLHError(f"lm-eval wrote no results under {out}; see {log}")
+        return flatten_results(json.loads(files[-1].read_text()))
+
+    @staticmethod
+    def _call(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
+        with open(log, "a") as fh:
+            fh.write(f"\n$ {' '.join(cmd)}\n")
+            fh.flush()
+            p = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env={**os.environ, **(env or {})})
+        if p.returncode != 0:
+            tail = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
+            raise OLHError(f"{what} failed ({tail[-1] if tail else f'exit {p.returncode}'}); log: {log}")
+
+
+def flatten_results(res: dict) -> dict:
+    """lm-eval's results JSON -> {'task/metric': float}, dropping stderr entries and non-numbers."""
+    flat = {}
+    for task, metrics in res.get("results", {}).items():
+        for key, v in metrics.items():
+            if key == "alias" or "_stderr" in key or not isinstance(v, (int, float)):
+                continue
+            flat[f"{task}/{key.split(',')[0]}"] = float(v)
+    return flat
+
+
+def mean_tail(metrics_path: Path, key: str, n: int = 20) -> float | None:
+    """Mean of the last n logged values: a steadier 'final training loss' than one noisy step."""
+    vals = [json.loads(x).get(key) for x in metrics_path.read_text().splitlines() if x.strip()]
+    vals = [v for v in vals if v is not None][-n:]
+    return sum(vals) / len(vals) if vals else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer.ablate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="grid spec format:\n\n" + __doc__.split("A grid spec (YAML or JSON):")[1])
+    p.add_argument("spec", nargs="+", help="grid spec file(s) (YAML or JSON)")
+    p.add_argument("--root", default="runs", help="where grids write (default runs/)")
+    p.add_argument("--jobs", type=int, default=1, help="cells trained/evaluated at once")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per cell (default cores/jobs)")
+    p.add_argument("--dry_run", action="store_true", help="list the cells and exit")
+    p.add_argument("--report_only", action="store_true", help="only rebuild the report from results.jsonl")
+    p.add_argument("--no_report", action="store_true", help="skip the report")
+    args = p.parse_args(argv)
+    try:
+        from trainer.report import write_report
+        for path in args.spec:
+            spec = load_spec(path)
+            grid = Grid(spec, args.root, args.threads)
+            if args.dry_run:
+                done = grid.done()
+                for cell, cfg, cid in grid.cells():
+                    print(f"{cid}  seed={cell['seed']}  {json.dumps(cell['overrides'])}"
+                          f"{'  (done)' if cid in done else ''}")
+                continue
+            if not args.report_only:
+                grid.run(args.jobs)
+            if not args.no_report:
+                md = write_report(grid.dir)
+                print(f"report: {md}")
+    except OLHError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
