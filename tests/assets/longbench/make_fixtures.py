@@ -21,7 +21,9 @@ TREC_CLASSES = [
     "City", "Country", "Individual", "Reason", "Number of something",
 ]  # fmt: skip
 
-# dataset -> list of (input, context body, answers, prediction, expected score, why)
+# dataset -> list of (input, context body, answers, prediction, expected score, why[, length]);
+# rows without a length get 3999, 4000, 7999, 8000 in turn. qasper and passage_count have extra rows
+# so that datasets differ in size (a size-weighted group mean would then differ from ours).
 ROWS: dict[str, list[tuple]] = {
     "qasper": [
         ("What dataset do they use?", "We train on the SQuAD dataset.", ["the SQuAD dataset", "SQuAD"],
@@ -32,6 +34,7 @@ ROWS: dict[str, list[tuple]] = {
          "They use BERT.", 1 / 3, "[they,use,bert] vs [bert,and,elmo]: 1 common, P=R=1/3"),
         ("Do they fine-tune?", "All encoders are fine-tuned.", ["yes"],
          "", 0.0, "empty prediction"),
+        ("Is it open source?", "The code is closed.", ["no"], "No.", 1.0, "normalised exact", 20000),
     ],
     "multifieldqa_en": [
         ("What is the tallest structure in Paris?", "The Eiffel Tower is the tallest structure in Paris.",
@@ -117,6 +120,8 @@ ROWS: dict[str, list[tuple]] = {
         ("", "Paragraph 1: a\n\nParagraph 2: a", ["7"], "There are 7 unique paragraphs out of 10", 0.5, "numbers [7,10]"),
         ("", "Paragraph 1: c", ["3"], "three", 0.0, "no digits"),
         ("", "Paragraph 1: d", ["25"], "25, 25 and 24", 2 / 3, "numbers [25,25,24]"),
+        ("", "Paragraph 1: e", ["5"], "5 5", 1.0, "numbers [5,5]", 150),
+        ("", "Paragraph 1: f", ["9"], "8", 0.0, "numbers [8]", 12345),
     ],
     "passage_retrieval_en": [
         ("An abstract about birds.", "Paragraph 4: Birds fly.", ["Paragraph 4"], "Paragraph 4", 1.0, "exact"),
@@ -148,7 +153,9 @@ def main() -> None:
     predictions = {}
     for ds, rows in ROWS.items():
         lines = []
-        for n, ((inp, body, answers, pred, score, why), length) in enumerate(zip(rows, LENGTHS, strict=True), 1):
+        for n, spec in enumerate(rows, 1):
+            inp, body, answers, pred, score, why = spec[:6]
+            length = spec[6] if len(spec) > 6 else LENGTHS[n - 1]
             rid = f"olh-fixture-{ds}-{n}"
             context = f"[{rid}]\n{body}"
             if ds in ("lcc", "repobench-p"):

@@ -1,0 +1,104 @@
+"""``hf-mid``: lm-eval's ``hf`` model with LongBench's middle truncation of generation prompts.
+
+lm-eval's ``hf`` cuts an over-long generation prompt from the **left** (keeps the last
+``max_length - max_gen_toks`` tokens), which drops LongBench's instructions. ``hf-mid`` keeps the
+first and last halves instead (:func:`olharness.truncation.middle_truncate`), like THUDM ``pred.py``.
+Everything else (loading, batching, log-likelihoods, stop strings) is ``HFLM``'s.
+
+Prompt budget (tokens kept, special tokens included):
+
+- default: ``max_length - max_gen_toks`` of the request, the budget ``hf`` itself uses, so the
+  prompt plus the generated tokens always fit the model's context;
+- ``prompt_budget=N`` (model arg): a fixed ``N`` for every task, as THUDM's ``model2maxlen``
+  (e.g. 3500 for a 4k Llama-2). Use this to reproduce THUDM's numbers exactly. A warning is
+  logged when ``N + max_gen_toks`` exceeds ``max_length``.
+
+THUDM truncates, decodes both halves to text and re-encodes them; we keep the token ids, which is
+the same up to re-tokenisation at the seam. For exact parity with THUDM also use
+``batch_size=1`` (left padding can change numerics) and no chat template (THUDM wraps prompts in a
+chat template only for chat models). THUDM forbids a newline or EOS as the *first* samsum token
+(``min_length``); lm-eval's stop string ``"\\n"`` does not, so a model whose greedy first samsum
+token is a newline scores that row 0 here.
+
+Use: ``lm_eval --model hf-mid --model_args pretrained=...,prompt_budget=3500 ...`` through the
+project's wrapper CLI, a task file path that imports this module, or Python. lm-eval 0.4.13 does not
+discover plugin models; importing this module registers the name.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lm_eval.models  # noqa: F401  # import the built-in registry first, or ``hf``/``dummy`` vanish
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import has_bos_prefix
+
+from olharness.truncation import middle_truncate
+
+log = logging.getLogger(__name__)
+
+
+@register_model("hf-mid")
+class HFMidLM(HFLM):
+    """``HFLM`` whose generation prompts are middle-truncated (see module docstring)."""
+
+    def __init__(self, *args, prompt_budget: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.prompt_budget = int(prompt_budget) if prompt_budget not in (None, "") else None
+        if self.prompt_budget is not None and self.prompt_budget < 2:
+            raise ValueError(f"hf-mid: prompt_budget must be >= 2, got {self.prompt_budget}")
+        self._warned_budget = False
+        self.n_truncated = 0
+
+    def tok_batch_encode(
+        self,
+        strings: list[str],
+        padding_side: str = "left",
+        left_truncate_len: int | None = None,
+        truncation: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # HFLM calls this with ``left_truncate_len`` only from ``generate_until``.
+        if not left_truncate_len or self.backend != "causal":
+            return super().tok_batch_encode(strings, padding_side, left_truncate_len, truncation)
+        budget = self.prompt_budget or left_truncate_len
+        if self.prompt_budget and self.prompt_budget > left_truncate_len and not self._warned_budget:
+            self._warned_budget = True
+            log.warning(
+                f"hf-mid: prompt_budget={self.prompt_budget} plus max_gen_toks exceeds max_length="
+                f"{self.max_length}; generation may run past the model's context"
+            )
+        if has_bos_prefix(strings[0], getattr(self.tokenizer, "bos_token", None)):
+            special = {"add_special_tokens": False}
+        elif self.add_bos_token is not None:
+            special = {"add_special_tokens": self.add_bos_token}
+        else:
+            special = {}
+        rows = []
+        for s in strings:
+            ids = self.tokenizer(s, **special)["input_ids"]
+            cut = middle_truncate(ids, budget)
+            if len(cut) < len(ids):
+                self.n_truncated += 1
+                (log.warning if self.n_truncated == 1 else log.debug)(
+                    f"hf-mid: prompt of {len(ids)} tokens middle-truncated to {len(cut)} "
+                    "(first and last halves kept; further truncations are logged at DEBUG)"
+                )
+            rows.append(cut)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if not r:
+                continue
+            if padding_side == "left":
+                input_ids[i, width - len(r) :] = torch.tensor(r)
+                mask[i, width - len(r) :] = 1
+            else:
+                input_ids[i, : len(r)] = torch.tensor(r)
+                mask[i, : len(r)] = 1
+        return input_ids, mask

@@ -1,0 +1,532 @@
+"""olh mini long-context suite: LongBench-style tasks sized for small models trained on our corpus.
+
+This is **our own suite, not LongBench**. It borrows LongBench's row schema (``input, context,
+answers, length, dataset, language, all_classes, _id``) and its metric code, so the same task and
+scoring machinery runs it, but the prompts are ours and the data is generated deterministically
+(seeded) from held-out text (by default the held-out Austen novels, Persuasion and Northanger Abbey).
+
+Three datasets, each at prompt lengths of 1x, 2x, 4x and 8x the model's training length
+``l_train`` (``length`` = tokens of the rendered prompt, in the model's tokenizer when one is
+given, else whitespace words; a row of bucket ``Mx`` has ``M/2 * l_train < length <= M * l_train``,
+the 1x bucket just ``length <= l_train``):
+
+``mini_passage_retrieval``
+    Numbered paragraphs ``Paragraph i: ...``; the input is an excerpt (consecutive words) copied
+    from exactly one of them; the prompt ends with ``... is from Paragraph`` and the gold answer is
+    ``Paragraph <i>``. Scored with LongBench's retrieval score (fraction of the numbers in the
+    prediction that equal ``i``). Chance: ``1/number of paragraphs``.
+``mini_passage_count``
+    Numbered paragraphs, some repeated verbatim; the answer is the number of distinct paragraphs.
+    Scored with LongBench's count score.
+``mini_passkey``
+    Continuous held-out text with a needle ``The pass key is 48213. Remember it. 48213 is the pass
+    key.`` at a random depth; the prompt ends with ``... The pass key is`` and the answer is the
+    five-digit key. Scored with the count score (fraction of the numbers in the prediction equal to
+    the key), so a trailing sentence does not hurt but guessing several numbers does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from olharness.longbench.loading import DataError
+from olharness.longbench.metrics import count_score, retrieval_score
+
+log = logging.getLogger(__name__)
+
+MINI_DATASETS: tuple[str, ...] = ("mini_passage_retrieval", "mini_passage_count", "mini_passkey")
+MULTIPLES: tuple[int, ...] = (1, 2, 4, 8)
+BUCKETS: tuple[str, ...] = tuple(f"{m}x" for m in MULTIPLES)
+
+PROMPTS: dict[str, str] = {
+    "mini_passage_retrieval": (
+        "Below are numbered paragraphs and an excerpt from one of them.\n\n{context}\n\n"
+        "Excerpt: {input}\nThe excerpt is from Paragraph"
+    ),
+    "mini_passage_count": (
+        "Below are numbered paragraphs; some are repeated.\n\n{context}\n\n"
+        "The number of different paragraphs is"
+    ),
+    "mini_passkey": "Remember the pass key hidden in this text.\n\n{context}\n\n{input} The pass key is",
+}
+METRICS: dict[str, Callable[..., float]] = {
+    "mini_passage_retrieval": retrieval_score,
+    "mini_passage_count": count_score,
+    "mini_passkey": count_score,
+}
+MAX_GEN: dict[str, int] = {"mini_passage_retrieval": 8, "mini_passage_count": 8, "mini_passkey": 16}
+STOP_STRINGS: dict[str, list[str]] = {d: ["\n"] for d in MINI_DATASETS}
+PASSKEY_QUESTION = "What is the pass key?"
+NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
+MIN_BLOCK_WORDS = 8
+
+
+def generation_kwargs(dataset: str) -> dict:
+    return {
+        "until": list(STOP_STRINGS[dataset]),
+        "max_gen_toks": MAX_GEN[dataset],
+        "do_sample": False,
+        "temperature": 0.0,
+    }
+
+
+def render_prompt(dataset: str, row: dict) -> str:
+    return PROMPTS[dataset].format(**row)
+
+
+def length_bucket(length: int, l_train: int) -> str:
+    """Smallest ``Mx`` (M in 1, 2, 4, 8) with ``length <= M * l_train``."""
+    for m in MULTIPLES:
+        if length <= m * l_train:
+            return f"{m}x"
+    raise ValueError(f"length {length} exceeds {MULTIPLES[-1]} x l_train = {MULTIPLES[-1] * l_train}")
+
+
+# ------------------------------------------------------------------------------------ text pools
+def split_sentences(texts: Sequence[str]) -> list[str]:
+    """Blank-line separated blocks of at least ``MIN_BLOCK_WORDS`` words (headings dropped), line
+    breaks folded to spaces, cut into sentences after ``.``, ``!`` or ``?``."""
+    sentences: list[str] = []
+    for doc in texts:
+        for block in re.split(r"\n\s*\n", doc.replace("\r\n", "\n")):
+            words = block.split()
+            if len(words) < MIN_BLOCK_WORDS:
+                continue
+            sentences.extend(s for s in re.split(r"(?<=[.!?])\s+", " ".join(words)) if s)
+    return sentences
+
+
+def split_pieces(
+    sentences: Sequence[str], count_tokens: Callable[[str], int], para_tokens: int
+) -> list[tuple[str, int]]:
+    """``(text, tokens)`` per sentence; a sentence longer than ``2 * para_tokens`` tokens is cut
+    into word chunks of about ``para_tokens`` tokens."""
+    pieces: list[tuple[str, int]] = []
+    for s in sentences:
+        n = count_tokens(s)
+        if n <= 2 * para_tokens:
+            pieces.append((s, n))
+            continue
+        words = s.split()
+        k = -(-n // para_tokens)  # number of chunks
+        step = -(-len(words) // k)
+        for i in range(0, len(words), step):
+            chunk = " ".join(words[i : i + step])
+            pieces.append((chunk, count_tokens(chunk)))
+    return pieces
+
+
+def make_paragraphs(pieces: Sequence[tuple[str, int]], para_tokens: int) -> list[str]:
+    """Group consecutive pieces into paragraphs of about ``para_tokens`` to ``2 * para_tokens``
+    tokens (a group shorter than ``para_tokens // 2`` that cannot grow is dropped, as are the last
+    remainder and duplicates); order is kept."""
+    out: list[str] = []
+    seen: set[str] = set()
+    cur: list[str] = []
+    total = 0
+
+    def emit():
+        para = " ".join(cur)
+        if para not in seen:
+            seen.add(para)
+            out.append(para)
+
+    for s, n in pieces:
+        if cur and total + n > 2 * para_tokens:
+            if total >= para_tokens // 2:
+                emit()
+            cur, total = [], 0
+        cur.append(s)
+        total += n
+        if total >= para_tokens:
+            emit()
+            cur, total = [], 0
+    return out
+
+
+class _Pool:
+    def __init__(
+        self, texts: Sequence[str], count_tokens: Callable[[str], int], l_train: int, para_tokens: int | None
+    ):
+        self.count = count_tokens
+        sentences = split_sentences(texts)
+        if not sentences:
+            raise DataError("mini_lc: the source texts contain no sentences")
+        self.para_tokens = para_tokens or max(8, l_train // 8)
+        self.excerpt_words = max(4, min(12, l_train // 16))
+        self.pieces = split_pieces(sentences, count_tokens, self.para_tokens)
+        self.paragraphs = make_paragraphs(self.pieces, self.para_tokens)
+        self.para_len = [count_tokens(p) for p in self.paragraphs]
+        if len(self.paragraphs) < 4:
+            raise DataError(
+                f"mini_lc: the source texts give only {len(self.paragraphs)} paragraphs of "
+                f"{self.para_tokens} tokens; give more text (metadata 'texts')"
+            )
+
+
+# ------------------------------------------------------------------------------------ row makers
+def _fit(render: Callable[[], tuple[str, dict]], shrink: Callable[[], bool], count_tokens, limit: int):
+    """Render, and shrink until the prompt has at most ``limit`` tokens."""
+    while True:
+        prompt, row = render()
+        n = count_tokens(prompt)
+        if n <= limit:
+            return row, n
+        if not shrink():
+            raise DataError(f"mini_lc: cannot fit a prompt into {limit} tokens; l_train is too small")
+
+
+def _numbered(paras: Sequence[str]) -> str:
+    return "\n\n".join(f"Paragraph {i + 1}: {p}" for i, p in enumerate(paras))
+
+
+def _greedy_paragraphs(pool: _Pool, rng: random.Random, budget: int, sep: int) -> list[int]:
+    order = list(range(len(pool.paragraphs)))
+    rng.shuffle(order)
+    chosen, used = [], 0
+    for idx in order:
+        cost = pool.para_len[idx] + sep
+        if used + cost > budget:
+            continue  # look for a shorter paragraph that still fits
+        chosen.append(idx)
+        used += cost
+    if len(chosen) < 2:
+        raise DataError(
+            f"mini_lc: only {len(chosen)} paragraph(s) of ~{pool.para_tokens} tokens fit in the "
+            f"{budget} tokens the prompt template leaves; use a larger l_train or a smaller "
+            "mini_lc_para_tokens"
+        )
+    return chosen
+
+
+def _overhead(dataset: str, count_tokens, inp: str = "") -> int:
+    return count_tokens(PROMPTS[dataset].format(context="", input=inp))
+
+
+def _row_retrieval(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, int]:
+    ds = "mini_passage_retrieval"
+    sep = pool.count("Paragraph 10:") + 1
+    budget = limit - _overhead(ds, pool.count, " ".join(["word"] * pool.excerpt_words))
+    idxs = _greedy_paragraphs(pool, rng, budget, sep)
+    state = {}
+
+    def pick():
+        paras = [pool.paragraphs[i] for i in idxs]
+        for _ in range(100):
+            j = rng.randrange(len(paras))
+            words = paras[j].split()
+            k = min(pool.excerpt_words, max(3, len(words) // 2))
+            start = rng.randrange(0, len(words) - k + 1)
+            excerpt = " ".join(words[start : start + k])
+            if sum(excerpt in p for p in paras) == 1:
+                state.update(j=j, excerpt=excerpt, paras=paras)
+                return
+        raise DataError("mini_lc: could not find an excerpt unique to one paragraph")
+
+    def render():
+        if state.get("n") != len(idxs):
+            pick()
+            state["n"] = len(idxs)
+        row = {
+            "input": state["excerpt"],
+            "context": _numbered(state["paras"]),
+            "answers": [f"Paragraph {state['j'] + 1}"],
+        }
+        return render_prompt(ds, row), row
+
+    def shrink():  # drop the longest paragraph; the answer is re-drawn
+        if len(idxs) <= 2:
+            return False
+        idxs.remove(max(reversed(idxs), key=lambda i: pool.para_len[i]))
+        return True
+
+    return _fit(render, shrink, pool.count, limit)
+
+
+def _row_count(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, int]:
+    ds = "mini_passage_count"
+    sep = pool.count("Paragraph 10:") + 1
+    idxs = _greedy_paragraphs(pool, rng, limit - _overhead(ds, pool.count), sep)
+    n_slots = len(idxs)
+    budget = limit - _overhead(ds, pool.count)
+    # Repeats change the length; re-draw a few times (seeded) before shrinking.
+    for _ in range(10):
+        n_unique = rng.randint(max(1, n_slots // 2), n_slots)
+        uniques = idxs[:n_unique]
+        slots = uniques + [rng.choice(uniques) for _ in range(n_slots - n_unique)]
+        rng.shuffle(slots)
+        if sum(pool.para_len[i] + sep for i in slots) <= budget:
+            break
+
+    def render():
+        row = {
+            "input": "",
+            "context": _numbered([pool.paragraphs[i] for i in slots]),
+            "answers": [str(len(set(slots)))],
+        }
+        return render_prompt(ds, row), row
+
+    def shrink():  # drop the longest slot; the answer is recounted
+        if len(slots) <= 2:
+            return False
+        longest = max(range(len(slots)), key=lambda k: (pool.para_len[slots[k]], k))
+        slots.pop(longest)
+        return True
+
+    return _fit(render, shrink, pool.count, limit)
+
+
+def _row_passkey(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, int]:
+    ds = "mini_passkey"
+    key = rng.randint(10000, 99999)
+    needle = NEEDLE.format(key=key)
+    budget = limit - _overhead(ds, pool.count, PASSKEY_QUESTION) - pool.count(needle) - 1
+    n_pieces = len(pool.pieces)
+    start = rng.randrange(n_pieces)
+    sents: list[int] = []
+    used = 0
+    for step in range(n_pieces):
+        i = (start + step) % n_pieces
+        cost = pool.pieces[i][1] + 1
+        if used + cost > budget:
+            break
+        sents.append(i)
+        used += cost
+    depth = rng.random()
+
+    def render():
+        filler = [pool.pieces[i][0] for i in sents]
+        pos = round(depth * len(filler))
+        context = " ".join(filler[:pos] + [needle] + filler[pos:])
+        row = {"input": PASSKEY_QUESTION, "context": context, "answers": [str(key)]}
+        return render_prompt(ds, row), row
+
+    def shrink():
+        if not sents:
+            return False
+        sents.pop()
+        return True
+
+    return _fit(render, shrink, pool.count, limit)
+
+
+_MAKERS = {
+    "mini_passage_retrieval": _row_retrieval,
+    "mini_passage_count": _row_count,
+    "mini_passkey": _row_passkey,
+}
+
+
+def build_mini_lc(
+    texts: Sequence[str],
+    count_tokens: Callable[[str], int],
+    l_train: int,
+    seed: int,
+    n_per_bucket: int,
+    datasets: Sequence[str] = MINI_DATASETS,
+    para_tokens: int | None = None,
+) -> list[dict]:
+    """Generate the suite: for each dataset, index ``i < n_per_bucket`` and bucket (1x, 2x, 4x,
+    8x ``l_train``), in that order, one row in LongBench's schema with ``length`` = prompt tokens.
+
+    Deterministic: each row draws from its own ``random.Random(f"{seed}:{dataset}:{M}x:{i}")``.
+    ``para_tokens`` (default ``max(8, l_train // 8)``) sets the paragraph size.
+    """
+    l_train = int(l_train)
+    if l_train < 64:
+        raise DataError(f"mini_lc: l_train must be >= 64 tokens (the prompts need room), got {l_train}")
+    if n_per_bucket < 1:
+        raise DataError(f"mini_lc: n_per_bucket must be >= 1, got {n_per_bucket}")
+    for d in datasets:
+        if d not in _MAKERS:
+            raise DataError(f"mini_lc: unknown dataset {d!r}; known: {', '.join(MINI_DATASETS)}")
+    pool = _Pool(texts, count_tokens, l_train, para_tokens)
+    rows = []
+    for d in datasets:
+        # index-major, bucket-minor: ``--limit 8`` still samples every bucket
+        for i in range(n_per_bucket):
+            for m in MULTIPLES:
+                limit = m * l_train
+                rng = random.Random(f"{seed}:{d}:{m}x:{i}")
+                row, n = _MAKERS[d](pool, rng, limit)
+                if m > 1 and n <= limit // 2:
+                    raise DataError(
+                        f"mini_lc: {d} row for {m}x has only {n} tokens (<= {limit // 2}); paragraphs "
+                        "too long for l_train, lower para_tokens"
+                    )
+                rows.append(
+                    {
+                        "input": row["input"],
+                        "context": row["context"],
+                        "answers": row["answers"],
+                        "length": n,
+                        "dataset": d,
+                        "language": "en",
+                        "all_classes": None,
+                        "_id": f"{d}-{m}x-{i:03d}",
+                    }
+                )
+    return rows
+
+
+# ------------------------------------------------------------------------- metadata-driven loading
+def make_token_counter(tokenizer: str | None) -> tuple[Callable[[str], int], str]:
+    """A token counter from a sentencepiece ``.model`` file, or whitespace words when ``None``."""
+    if tokenizer:
+        path = Path(tokenizer).expanduser()
+        if not path.is_file():
+            raise DataError(f"mini_lc: tokenizer {path} not found (expected a sentencepiece .model file)")
+        try:
+            import sentencepiece as spm
+
+            sp = spm.SentencePieceProcessor(model_file=str(path))
+        except Exception as err:
+            raise DataError(f"mini_lc: cannot load sentencepiece model {path}: {err}") from None
+        return (lambda s: len(sp.encode(s))), f"sentencepiece:{path}"
+    return (lambda s: len(s.split())), "whitespace-words"
+
+
+def load_texts(spec: str | None) -> tuple[list[str], str]:
+    """Source texts: a ``.txt`` file (one document), a ``.jsonl`` file (``text`` per line),
+    ``corpus:<spec>`` (held-out part of ``trainer.data.load_corpus(spec)``), or by default the
+    held-out Austen novels."""
+    if spec and not str(spec).startswith("corpus:") and str(spec) != "austen":
+        path = Path(str(spec)).expanduser()
+        if not path.is_file():
+            raise DataError(f"mini_lc: texts file {path} not found")
+        if path.suffix == ".jsonl":
+            docs = []
+            with path.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                        docs.append(obj["text"])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        msg = f"{path}:{lineno}: expected a JSON object with a 'text' field"
+                        raise DataError(msg) from None
+            return docs, str(path)
+        return [path.read_text(encoding="utf-8")], str(path)
+    corpus_spec = str(spec)[len("corpus:") :] if spec and str(spec).startswith("corpus:") else "austen"
+    try:
+        from trainer.data import load_corpus
+    except ImportError as err:
+        msg = f"mini_lc: trainer.data is unavailable ({err}); pass metadata 'texts' (a .txt file)"
+        raise DataError(msg) from None
+    corpus = load_corpus(corpus_spec)
+    return list(corpus.heldout), f"heldout of corpus {corpus_spec!r} ({', '.join(corpus.heldout_names)})"
+
+
+def _project_helpers():
+    """``olharness.task_common`` (the LSM / PPL tasks' metadata conventions), if present."""
+    try:
+        from olharness import task_common
+    except ImportError:  # pragma: no cover - olharness without the other task families
+        return None
+    if not all(hasattr(task_common, f) for f in ("resolve_l_train", "resolve_tokenizer")):
+        return None  # pragma: no cover
+    return task_common
+
+
+def _find_spm(metadata: dict) -> str | None:
+    """Fallback without ``task_common``: ``tokenizer`` if a ``.model`` file, else
+    ``<pretrained or run_dir>/tokenizer.model``."""
+    tok = metadata.get("tokenizer")
+    if tok and str(tok).endswith(".model") and Path(str(tok)).expanduser().is_file():
+        return str(tok)
+    for key in ("run_dir", "pretrained"):
+        value = metadata.get(key)
+        if isinstance(value, str) and (Path(value).expanduser() / "tokenizer.model").is_file():
+            return str(Path(value).expanduser() / "tokenizer.model")
+    return None
+
+
+_COUNTERS: dict[tuple, tuple[Callable[[str], int], str]] = {}
+
+
+def resolve_counter(metadata: dict) -> tuple:
+    """Key of the token counter for these metadata (the counter is in ``_COUNTERS[key]``):
+
+    1. ``mini_lc_tokenizer``: a sentencepiece ``.model`` file;
+    2. ``tokenizer`` / ``run_dir`` / ``pretrained``, read as the other olharness tasks read them
+       (``olharness.task_common.resolve_tokenizer``: our run directory or ``.model`` file, or a
+       Hugging Face tokenizer name or folder), so ``--model_args pretrained=...`` counts in the
+       evaluated model's tokens;
+    3. otherwise whitespace words, with a warning.
+    """
+    if metadata.get("mini_lc_tokenizer"):
+        key = ("spm", str(metadata["mini_lc_tokenizer"]))
+        if key not in _COUNTERS:
+            _COUNTERS[key] = make_token_counter(key[1])
+        return key
+    refs = tuple((k, str(metadata[k])) for k in ("tokenizer", "run_dir", "pretrained") if metadata.get(k))
+    if refs:
+        helpers = _project_helpers()
+        key = ("ref", *refs)
+        if key not in _COUNTERS:
+            if helpers is not None:
+                tok = helpers.resolve_tokenizer(dict(metadata), "olh_mini_lc")
+                _COUNTERS[key] = ((lambda s, _t=tok: len(_t.encode(s))), f"reference tokenizer {tok.spec}")
+            elif (path := _find_spm(metadata)) is not None:
+                _COUNTERS[key] = make_token_counter(path)
+        if key in _COUNTERS:
+            return key
+    log.warning("olh_mini_lc: no tokenizer given; lengths are WHITESPACE WORDS, not model tokens")
+    key = ("words",)
+    _COUNTERS.setdefault(key, make_token_counter(None))
+    return key
+
+
+def resolve_l_train(metadata: dict) -> int:
+    """``l_train``, else the training length of the run in ``run_dir`` / ``pretrained`` (via
+    ``olharness.task_common``)."""
+    value = metadata.get("l_train")
+    if value in (None, ""):
+        helpers = _project_helpers()
+        if helpers is not None and (metadata.get("run_dir") or metadata.get("pretrained")):
+            return int(helpers.resolve_l_train(dict(metadata), "olh_mini_lc"))
+        raise DataError(
+            "olh_mini_lc needs the model's training length: --metadata '{\"l_train\": 512}' "
+            "(prompts are built at 1x, 2x, 4x, 8x l_train tokens)"
+        )
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"olh_mini_lc: metadata l_train must be an integer, got {value!r}") from None
+
+
+@lru_cache(maxsize=8)
+def _cached_rows(texts_spec, counter_key, l_train, seed, n, dataset, para_tokens):
+    texts, texts_desc = load_texts(texts_spec)
+    count, tok_desc = _COUNTERS[counter_key]
+    rows = build_mini_lc(texts, count, l_train, seed, n, datasets=(dataset,), para_tokens=para_tokens)
+    return rows, f"texts={texts_desc}; tokens={tok_desc}; l_train={l_train}; seed={seed}; n_per_bucket={n}"
+
+
+def load_mini_rows(dataset: str, metadata: dict | None) -> tuple[list[dict], str, int]:
+    """Rows of one mini dataset from task metadata. Keys: ``l_train`` (or ``run_dir`` /
+    ``pretrained`` of one of our runs), ``texts``, ``mini_lc_tokenizer`` (else ``tokenizer`` /
+    ``run_dir`` / ``pretrained``, see :func:`resolve_counter`), ``mini_lc_seed`` (else ``seed``,
+    else 0), ``mini_lc_n`` (rows per bucket, 20), ``mini_lc_para_tokens``.
+    Returns ``(rows, description, l_train)``."""
+    md = dict(metadata or {})
+    l_train = resolve_l_train(md)
+    try:
+        seed = int(md.get("mini_lc_seed", md.get("seed", 0)))
+        n = int(md.get("mini_lc_n", 20))
+        para = md.get("mini_lc_para_tokens")
+        para = int(para) if para not in (None, "") else None
+    except (TypeError, ValueError) as err:
+        raise DataError(f"olh_mini_lc: bad metadata value ({err})") from None
+    counter_key = resolve_counter(md)
+    texts = md.get("texts")
+    texts = str(texts) if texts not in (None, "") else None
+    rows, desc = _cached_rows(texts, counter_key, l_train, seed, n, dataset, para)
+    return [dict(r) for r in rows], desc, l_train
