@@ -1,0 +1,6 @@
+"""python -m trainer.synthetic --help"""
+import sys
+
+from trainer.synthetic.run import main
+
+sys.exit(main())

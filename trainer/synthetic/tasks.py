@@ -1,0 +1,62 @@
+"""Synthetic length-generalization tasks (paper, Section 3) and their seeded generators.
+
+Inputs are i.i.d. fair bits x_1..x_l. A task maps a (B, l) bit tensor to a (B,) float target:
+
+    mean    target = mean(x)   in [0, 1]: the output range does not move with l
+    length  target = l         in [1, inf): the output range grows with l
+
+Data is generated on the fly from a `torch.Generator`, so a seed fixes every batch. Training draws
+one length per step, l ~ U{train_min_len..train_max_len}, and a batch of that length (no padding).
+
+    gen = torch.Generator().manual_seed(0)
+    bits = sample_bits(gen, batch=32, length=7)      # (32, 7) int64 in {0, 1}
+    t = TASKS.get("mean").target(bits)               # (32,) float64
+
+Add a task with a decorated `Task` (e.g. parity, majority) and nothing else changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from trainer.registry import Registry
+
+TASKS = Registry("synthetic task")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    target: Callable[[torch.Tensor], torch.Tensor]
+    """(B, l) int bits -> (B,) float64 targets."""
+    min_target: float
+    """Smallest possible target (checked against the reparam's domain before training)."""
+
+
+def _register(name: str, help: str, target: Callable, min_target: float) -> None:
+    TASKS.register(name, help=help)(Task(name, target, min_target))
+
+
+_register("mean", "predict the mean of the bits (output range fixed in [0, 1])",
+          lambda bits: bits.double().mean(dim=1), 0.0)
+_register("length", "predict the number of bits l (output range grows with l)",
+          lambda bits: torch.full((bits.shape[0],), float(bits.shape[1]), dtype=torch.float64), 1.0)
+
+
+def sample_bits(gen: torch.Generator, batch: int, length: int) -> torch.Tensor:
+    """(batch, length) i.i.d. fair bits as int64 token ids 0/1."""
+    return torch.randint(0, 2, (batch, length), generator=gen)
+
+
+def sample_length(gen: torch.Generator, lo: int, hi: int) -> int:
+    """One training length, uniform over the integers lo..hi (inclusive)."""
+    return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+
+
+def eval_generator(eval_seed: int, length: int) -> torch.Generator:
+    """The generator of the test set at one length: shared by every model and seed, so every model
+    is scored on the same inputs (paired comparisons) and a length's test set does not depend on
+    which other lengths are evaluated."""
+    return torch.Generator().manual_seed(eval_seed * 100_003 + length)
