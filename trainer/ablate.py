@@ -18,6 +18,8 @@ A grid spec (YAML or JSON):
       tasks: [olh_lsm, olh_ppl_len, olh_mini_lc]
       metadata: {}                  # passed to lm-eval's --metadata (l_train etc. come from the run)
     launcher: {kind: plain}         # or {kind: deepspeed, config: ds_configs/zero2.json, num_gpus: 2}
+    pretrain: {seq_len: 64}         # optional: first train base+pretrain per seed, then start every
+                                    # cell of that seed from it (--init_from); see grids/context_extension.yaml
 
 Each cell is keyed by a hash of its full resolved config: a finished cell (its line in results.jsonl)
 is skipped, a cell with a checkpoint but no result is evaluated, and an interrupted training resumes
@@ -40,7 +42,7 @@ from pathlib import Path
 from trainer.config import FIELD_INDEX, PRESETS, RunConfig, preset
 from trainer.errors import OLHError
 
-SPEC_KEYS = {"name", "base", "seeds", "axes", "cells", "eval", "launcher", "description", "report"}
+SPEC_KEYS = {"name", "base", "seeds", "axes", "cells", "eval", "launcher", "description", "report", "pretrain"}
 DEFAULT_TASKS = ["olh_lsm", "olh_ppl_len", "olh_mini_lc"]
 
 
@@ -96,13 +98,19 @@ def validate_spec(spec, where: str = "grid spec") -> dict:
     bad = set(ev) - {"tasks", "metadata", "limit", "batch_size"}
     if bad:
         raise OLHError(f"{where}: unknown eval key(s) {', '.join(sorted(bad))}; valid: batch_size, limit, metadata, tasks")
+    pretrain = spec.get("pretrain")
+    if pretrain is not None:
+        if not isinstance(pretrain, dict):
+            raise OLHError(f"{where}: 'pretrain' must be a mapping of field: value")
+        _check_fields(pretrain, f"{where}: pretrain")
     launcher = dict(spec.get("launcher") or {"kind": "plain"})
     if launcher.get("kind", "plain") not in ("plain", "deepspeed"):
         raise OLHError(f"{where}: launcher kind must be plain or deepspeed, got '{launcher.get('kind')}'")
     return {"name": str(spec["name"]), "base": base, "axes": axes, "cells": cells, "seeds": seeds,
             "eval": {"tasks": ev.get("tasks", DEFAULT_TASKS), "metadata": ev.get("metadata", {}),
                      "limit": ev.get("limit"), "batch_size": ev.get("batch_size", 8)},
-            "launcher": launcher, "description": spec.get("description", ""), "report": spec.get("report", {})}
+            "launcher": launcher, "description": spec.get("description", ""), "report": spec.get("report", {}),
+            "pretrain": pretrain}
 
 
 def _check_fields(d: dict, where: str, allow=()) -> None:
@@ -165,9 +173,25 @@ class Grid:
                 rows[r["cell_id"]] = r
         return rows
 
+    def pretrain_cells(self) -> list[tuple[dict, RunConfig, str]]:
+        """One pretraining run per seed (empty without a 'pretrain' section)."""
+        if self.spec.get("pretrain") is None:
+            return []
+        out = []
+        for s in self.spec["seeds"]:
+            cell = {"overrides": {"stage": "pretrain", **self.spec["pretrain"]}, "seed": s}
+            cfg = resolve(self.spec, {"overrides": self.spec["pretrain"], "seed": s})
+            cid = "pretrain-" + cell_id(cfg)
+            cfg.train.out = str(self.dir / cid)
+            out.append((cell, cfg, cid))
+        return out
+
     def cells(self) -> list[tuple[dict, RunConfig, str]]:
+        pre = {cell["seed"]: cfg.train.out for cell, cfg, _ in self.pretrain_cells()}
         out = []
         for cell in expand(self.spec):
+            if pre:  # every cell of a seed starts from that seed's pretrained model
+                cell = {"overrides": {**cell["overrides"], "init_from": pre[cell["seed"]]}, "seed": cell["seed"]}
             cfg = resolve(self.spec, cell)
             cid = cell_id(cfg)
             cfg.train.out = str(self.dir / cid)
@@ -179,20 +203,24 @@ class Grid:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "grid.json").write_text(json.dumps(self.spec, indent=1) + "\n")
         done = self.done()
-        todo = [(c, cfg, cid) for c, cfg, cid in self.cells() if cid not in done]
-        n_all = len(self.cells())
+        stages = [self.pretrain_cells(), self.cells()]  # pretraining first: the cells start from it
+        todo = [[t for t in st if t[2] not in done] for st in stages]
+        n_all, n_todo = sum(map(len, stages)), sum(map(len, todo))
         if progress:
-            print(f"grid {self.spec['name']}: {n_all} cells, {n_all - len(todo)} already done, {len(todo)} to run")
-        bar = tqdm(total=len(todo), desc=f"grid {self.spec['name']}", disable=not progress or not todo)
+            print(f"grid {self.spec['name']}: {n_all} runs, {n_all - n_todo} already done, {n_todo} to run")
+        bar = tqdm(total=n_todo, desc=f"grid {self.spec['name']}", disable=not progress or not n_todo)
         errors = []
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futs = {pool.submit(self.run_cell, c, cfg, cid, jobs): cid for c, cfg, cid in todo}
-            for f in as_completed(futs):
-                try:
-                    f.result()
-                except OLHError as e:
-                    errors.append(f"cell {futs[f]}: {e}")
-                bar.update(1)
+            for stage in todo:
+                futs = {pool.submit(self.run_cell, c, cfg, cid, jobs): cid for c, cfg, cid in stage}
+                for f in as_completed(futs):
+                    try:
+                        f.result()
+                    except OLHError as e:
+                        errors.append(f"cell {futs[f]}: {e}")
+                    bar.update(1)
+                if errors:
+                    break
         bar.close()
         if errors:
             raise OLHError("; ".join(errors))
@@ -298,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             grid = Grid(spec, args.root, args.threads)
             if args.dry_run:
                 done = grid.done()
-                for cell, cfg, cid in grid.cells():
+                for cell, cfg, cid in grid.pretrain_cells() + grid.cells():
                     print(f"{cid}  seed={cell['seed']}  {json.dumps(cell['overrides'])}"
                           f"{'  (done)' if cid in done else ''}")
                 continue
