@@ -154,6 +154,10 @@ def test_init_from_copies_weights_bit_exactly_with_new_seq_len_and_scaling(tiny_
     assert (out / "tokenizer.model").read_bytes() == (src / "checkpoint/tokenizer.model").read_bytes()
     a, b = load_file(src / "checkpoint/model.safetensors"), load_file(out / "checkpoint/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr = 0: one step leaves the copied weights untouched
+    model, _, _ = load_model(out)  # the scaling round-trips through the checkpoint's config
+    assert model.pe.pos_scale == 2.0
+    src_model, _, _ = load_model(src)
+    torch.testing.assert_close(model.pe.inv_freq, src_model.pe.inv_freq)
 
 
 def test_init_from_mismatches_are_clear_errors(tiny_run, tmp_path, capsys):

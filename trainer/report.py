@@ -49,7 +49,8 @@ def _fmt(v) -> str:
 
 
 def varying_fields(rows: list[dict]) -> list[str]:
-    keys = sorted({k for r in rows for k in r["overrides"]})
+    # init_from differs per seed by construction (each seed has its own pretrained run): not a factor
+    keys = sorted({k for r in rows for k in r["overrides"] if k != "init_from"})
     return [k for k in keys if len({json.dumps(r["overrides"].get(k)) for r in rows}) > 1] or keys
 
 
