@@ -5,6 +5,7 @@
 
 Registries (open to new entries): TASKS (tasks.py), REPARAMS (reparam.py), SCALAR_DIVERGENCES
 (regularizer.py). The loop, outputs and CLI are in run.py; the scalar head in model.py.
+Grids for the ablation runner (`kind: synthetic`, python -m trainer.ablate grids/synthetic.yaml) are in grid.py.
 """
 from trainer.synthetic.regularizer import SCALAR_DIVERGENCES
 from trainer.synthetic.reparam import REPARAMS
