@@ -31,11 +31,14 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -62,6 +65,12 @@ def load_spec(path: str | Path) -> dict:
     except Exception as e:  # noqa: BLE001 - yaml and json raise different types; both mean "malformed"
         raise OLHError(f"grid spec {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
                        f"{str(e).splitlines()[0]}") from None
+    kind = spec.pop("kind", "lm") if isinstance(spec, dict) else "lm"
+    if kind == "synthetic":  # synthetic length-generalization grid: trainer/synthetic/grid.py
+        from trainer.synthetic.grid import validate_synthetic_spec
+        return validate_synthetic_spec({**spec, "kind": kind}, str(p))
+    if kind != "lm":
+        raise OLHError(f"{p}: unknown grid kind {kind!r}; valid: lm (the default), synthetic")
     return validate_spec(spec, str(p))
 
 
@@ -73,6 +82,9 @@ def validate_spec(spec, where: str = "grid spec") -> dict:
         raise OLHError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
     if not spec.get("name"):
         raise OLHError(f"{where}: 'name' is required")
+    for sec in ("base", "eval", "launcher"):
+        if spec.get(sec) is not None and not isinstance(spec[sec], dict):
+            raise OLHError(f"{where}: '{sec}' must be a mapping")
     base = dict(spec.get("base") or {})
     if "preset" in base and base["preset"] not in PRESETS:
         raise OLHError(f"{where}: unknown preset '{base['preset']}'; valid: {', '.join(PRESETS)}")
@@ -98,6 +110,12 @@ def validate_spec(spec, where: str = "grid spec") -> dict:
     bad = set(ev) - {"tasks", "metadata", "limit", "batch_size"}
     if bad:
         raise OLHError(f"{where}: unknown eval key(s) {', '.join(sorted(bad))}; valid: batch_size, limit, metadata, tasks")
+    tasks = ev.get("tasks", DEFAULT_TASKS)
+    if isinstance(tasks, str):  # "olh_lsm,olh_ppl_len" as on the lm-eval command line
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise OLHError(f"{where}: eval 'tasks' must be a list of task names")
+    ev["tasks"] = tasks
     pretrain = spec.get("pretrain")
     if pretrain is not None:
         if not isinstance(pretrain, dict):
@@ -106,6 +124,9 @@ def validate_spec(spec, where: str = "grid spec") -> dict:
     launcher = dict(spec.get("launcher") or {"kind": "plain"})
     if launcher.get("kind", "plain") not in ("plain", "deepspeed"):
         raise OLHError(f"{where}: launcher kind must be plain or deepspeed, got '{launcher.get('kind')}'")
+    bad = set(launcher) - {"kind", "config", "num_gpus"}
+    if bad:
+        raise OLHError(f"{where}: unknown launcher key(s) {', '.join(sorted(bad))}; valid: config, kind, num_gpus")
     return {"name": str(spec["name"]), "base": base, "axes": axes, "cells": cells, "seeds": seeds,
             "eval": {"tasks": ev.get("tasks", DEFAULT_TASKS), "metadata": ev.get("metadata", {}),
                      "limit": ev.get("limit"), "batch_size": ev.get("batch_size", 8)},
@@ -140,8 +161,22 @@ def resolve(spec: dict, cell: dict) -> RunConfig:
     base = dict(spec["base"])
     cfg = preset(base.pop("preset", "demo"))
     for k, v in {**base, **cell["overrides"], "seed": cell["seed"]}.items():
-        cfg.set(k, v)
+        cfg.set(k, _coerce(k, v))
     return cfg
+
+
+def _coerce(key: str, v):
+    """A spec value as its config field's type: YAML's `0` for a float field becomes 0.0 (else
+    {alpha: 0} and {alpha: 0.0} would hash to two cells), a number for a str field becomes its text;
+    lists/mappings and numbers for bool fields are rejected with the field's name."""
+    from trainer.config import _field_type
+    t = _field_type(FIELD_INDEX[key][1])
+    if isinstance(v, str) or v is None and t is str:
+        return "" if v is None else v
+    ok = {bool: (bool,), int: (int,), float: (int, float), str: (int, float)}.get(t, ())
+    if isinstance(v, bool) and t is not bool or not isinstance(v, ok):
+        raise OLHError(f"config field '{key}' expects {t.__name__}, got {v!r}")
+    return t(v) if t is not str else str(v)
 
 
 def cell_id(cfg: RunConfig) -> str:
@@ -187,13 +222,21 @@ class Grid:
         return out
 
     def cells(self) -> list[tuple[dict, RunConfig, str]]:
-        pre = {cell["seed"]: cfg.train.out for cell, cfg, _ in self.pretrain_cells()}
-        out = []
+        pre = {cell["seed"]: (cid, cfg.train.out) for cell, cfg, cid in self.pretrain_cells()}
+        out, seen = [], set()
         for cell in expand(self.spec):
             if pre:  # every cell of a seed starts from that seed's pretrained model
-                cell = {"overrides": {**cell["overrides"], "init_from": pre[cell["seed"]]}, "seed": cell["seed"]}
+                pre_id, pre_out = pre[cell["seed"]]
+                cell = {"overrides": {**cell["overrides"], "init_from": pre_out}, "seed": cell["seed"]}
             cfg = resolve(self.spec, cell)
+            if pre:  # hash the pretraining run by its id, not its path: --root must not change cell ids
+                cfg.train.init_from = pre_id
             cid = cell_id(cfg)
+            if pre:
+                cfg.train.init_from = pre_out
+            if cid in seen:  # two spellings of one config (e.g. an axis value repeated in 'cells'): run once
+                continue
+            seen.add(cid)
             cfg.train.out = str(self.dir / cid)
             out.append((cell, cfg, cid))
         return out
@@ -218,6 +261,12 @@ class Grid:
                         f.result()
                     except OLHError as e:
                         errors.append(f"cell {futs[f]}: {e}")
+                    except Exception as e:  # noqa: BLE001 - a bug in one cell must not hide the others' results
+                        log = self.dir / futs[f] / "cell.log"
+                        log.parent.mkdir(parents=True, exist_ok=True)
+                        with open(log, "a") as fh:
+                            fh.write("\n" + "".join(traceback.format_exception(e)))
+                        errors.append(f"cell {futs[f]}: unexpected {type(e).__name__}: {e} (traceback in {log})")
                     bar.update(1)
                 if errors:
                     break
@@ -233,13 +282,16 @@ class Grid:
         log = out / "cell.log"
         threads = self.threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
         summary_path = out / "summary.json"
-        if not summary_path.exists():
+        if _steps_done(summary_path) < cfg.train.max_steps:  # new, or stopped early (Ctrl-C writes a summary)
             cfg_path = out / "cell_config.json"
             cfg.save(cfg_path)
             resume = ["--resume"] if (out / "checkpoint").exists() else []
-            self._call(self._train_cmd(cfg_path, out, threads) + resume, log, f"training cell {cid}")
+            self._call(self._train_cmd(cfg_path, out, threads) + resume, log, "training")
+            if (n := _steps_done(summary_path)) < cfg.train.max_steps:
+                raise OLHError(f"training stopped at step {n} of {cfg.train.max_steps} (interrupted?); "
+                               f"rerun to resume it; log: {log}")
         summary = json.loads(summary_path.read_text())
-        evals = self.evaluate(out, log, threads)
+        evals = self.evaluate(out, log, threads, cfg.train.device)
         row = {"cell_id": cid, "grid": self.spec["name"], "overrides": cell["overrides"], "seed": cell["seed"],
                "config": RunConfig.load(out / "checkpoint" / "config.json").to_dict(), "train": summary,
                "final_lm_loss": mean_tail(out / "metrics.jsonl", "lm_loss"), "eval": evals,
@@ -253,11 +305,11 @@ class Grid:
         args = ["--config", str(cfg_path), "--out", str(out), "--threads", str(threads)]
         if la.get("kind", "plain") == "deepspeed":
             exe = str(Path(sys.executable).parent / "deepspeed")
-            return [exe, "--num_gpus", str(la.get("num_gpus", 1)), "--master_port", str(29500 + os.getpid() % 500),
+            return [exe, "--num_gpus", str(la.get("num_gpus", 1)), "--master_port", str(_free_port()),
                     "--module", "trainer.train", "--deepspeed", la.get("config", "ds_configs/zero2.json"), *args]
         return [sys.executable, "-m", "trainer.train", *args]
 
-    def evaluate(self, run_dir: Path, log: Path, threads: int) -> dict:
+    def evaluate(self, run_dir: Path, log: Path, threads: int, device: str = "cpu") -> dict:
         """Score the checkpoint through the real lm-eval CLI (our `olharness` wrapper) and flatten the
         results to {'task/metric': value}."""
         ev = self.spec["eval"]
@@ -266,15 +318,18 @@ class Grid:
         out = run_dir / "eval"
         cmd = [sys.executable, "-m", "olharness.cli", "--model", "ol", "--model_args",
                f"pretrained={run_dir}", "--tasks", ",".join(ev["tasks"]), "--batch_size", str(ev["batch_size"]),
-               "--device", "cpu", "--output_path", str(out)]
+               "--output_path", str(out)]
+        if device != "auto":  # auto: the adapter picks cuda when there is one, else cpu
+            cmd += ["--device", device]
         if ev["metadata"]:
             cmd += ["--metadata", json.dumps(ev["metadata"])]
         if ev["limit"]:
             cmd += ["--limit", str(ev["limit"])]
-        self._call(cmd, log, f"evaluating {run_dir.name}", env={"OMP_NUM_THREADS": str(threads)})
-        files = sorted(out.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+        before = set(out.rglob("results_*.json"))
+        self._call(cmd, log, "evaluation", env={"OMP_NUM_THREADS": str(threads)})
+        files = sorted(set(out.rglob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
         if not files:
-            raise OLHError(f"lm-eval wrote no results under {out}; see {log}")
+            raise OLHError(f"lm-eval wrote no results under {out}; log: {log}")
         return flatten_results(json.loads(files[-1].read_text()))
 
     @staticmethod
@@ -282,11 +337,16 @@ class Grid:
         with open(log, "a") as fh:
             fh.write(f"\n$ {' '.join(cmd)}\n")
             fh.flush()
+            start = fh.tell()
             p = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env={**os.environ, **(env or {})})
+                               env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})})
         if p.returncode != 0:
-            tail = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
-            raise OLHError(f"{what} failed ({tail[-1] if tail else f'exit {p.returncode}'}); log: {log}")
+            with open(log, "rb") as fh:
+                fh.seek(start)
+                lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+            errs = [ln for ln in lines if ln.startswith("error:")]
+            why = errs[-1] if errs else (f"exit {p.returncode}: {lines[-1][:300]}" if lines else f"exit {p.returncode}")
+            raise OLHError(f"{what} failed ({why}); log: {log}")
 
 
 def flatten_results(res: dict) -> dict:
@@ -294,17 +354,41 @@ def flatten_results(res: dict) -> dict:
     flat = {}
     for task, metrics in res.get("results", {}).items():
         for key, v in metrics.items():
-            if key == "alias" or "_stderr" in key or not isinstance(v, (int, float)):
+            if key == "alias" or "_stderr" in key or not isinstance(v, (int, float)) or isinstance(v, bool):
                 continue
-            flat[f"{task}/{key.split(',')[0]}"] = float(v)
+            v = float(v)  # NaN/inf (e.g. an empty length bucket) -> None: results.jsonl stays strict JSON
+            flat[f"{task}/{key.split(',')[0]}"] = v if math.isfinite(v) else None
     return flat
 
 
 def mean_tail(metrics_path: Path, key: str, n: int = 20) -> float | None:
     """Mean of the last n logged values: a steadier 'final training loss' than one noisy step."""
+    if not metrics_path.exists():
+        return None
     vals = [json.loads(x).get(key) for x in metrics_path.read_text().splitlines() if x.strip()]
     vals = [v for v in vals if v is not None][-n:]
     return sum(vals) / len(vals) if vals else None
+
+
+def _steps_done(summary_path: Path) -> int:
+    """Steps a run's summary.json records (-1 without one)."""
+    try:
+        return int(json.loads(summary_path.read_text()).get("steps", -1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return -1
+
+
+def _pythonpath() -> str:
+    """PYTHONPATH for the cells' `python -m trainer.train / olharness.cli`: this checkout first, so they
+    run the same code as the runner from any working directory, installed or not."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,6 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.report import write_report
         for path in args.spec:
             spec = load_spec(path)
+            if spec.get("kind") == "synthetic":
+                from trainer.synthetic.grid import run_synthetic_grid
+                run_synthetic_grid(spec, Path(args.root), args.jobs, threads=args.threads, dry_run=args.dry_run,
+                                   report_only=args.report_only, report=not args.no_report)
+                continue
             grid = Grid(spec, args.root, args.threads)
             if args.dry_run:
                 done = grid.done()

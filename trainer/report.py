@@ -34,10 +34,21 @@ PPL_KEY = re.compile(r"^olh_ppl_len_(\d+)x/token_perplexity$")
 
 
 def load_rows(grid_dir: Path) -> list[dict]:
+    """The rows of results.jsonl, one per cell (the last line wins, as in the runner's resume)."""
     path = grid_dir / "results.jsonl"
     if not path.exists():
         return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = {}
+    for x in path.read_text().splitlines():
+        if x.strip():
+            r = json.loads(x)
+            rows[r["cell_id"]] = r
+    return list(rows.values())
+
+
+def is_pretrain(row: dict) -> bool:
+    """A grid's pretraining run (the starting point of its cells), not a cell of the grid."""
+    return row["cell_id"].startswith("pretrain-")
 
 
 def group_key(row: dict, fields: list[str]) -> tuple:
@@ -76,17 +87,19 @@ def mean_std(vals: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
-def is_baseline(key: tuple) -> bool:
-    d = dict(key)
-    return d.get("alpha") in ("0", "0.0") and d.get("pair_windows", "False") in ("—", "False", "false")
+def is_baseline(rows: list[dict]) -> bool:
+    """alpha = 0 and one window per step (not the compute-matched --pair_windows), from the resolved
+    config, so a baseline whose alpha comes from the grid's base (not its overrides) is found too."""
+    return all(r["config"]["align"]["alpha"] == 0 and not r["config"]["align"].get("pair_windows") for r in rows)
 
 
 def baseline_for(key: tuple, groups: dict) -> tuple | None:
+    """The baseline group with the same non-alignment settings; among several (e.g. alpha = 0 crossed
+    with a divergence axis, which alpha = 0 ignores), the one sharing most alignment settings."""
     rest = tuple((f, v) for f, v in key if f not in ALIGN_FIELDS)
-    for k in groups:
-        if is_baseline(k) and tuple((f, v) for f, v in k if f not in ALIGN_FIELDS) == rest:
-            return k
-    return None
+    cands = [k for k in groups
+             if is_baseline(groups[k]) and tuple((f, v) for f, v in k if f not in ALIGN_FIELDS) == rest]
+    return max(cands, key=lambda k: sum(a == b for a, b in zip(k, key)), default=None)
 
 
 def paired_delta(rows: list[dict], base_rows: list[dict], key: str) -> tuple[float, float] | None:
@@ -95,6 +108,26 @@ def paired_delta(rows: list[dict], base_rows: list[dict], key: str) -> tuple[flo
     d = [value(r, key) - by_seed[r["seed"]] for r in rows
          if r["seed"] in by_seed and value(r, key) is not None and by_seed[r["seed"]] is not None]
     return mean_std(d) if d else None
+
+
+def _sort_key(key: tuple) -> tuple:
+    """Groups in a stable order (results.jsonl is in completion order): unset (the base config's
+    value) first, then numbers numerically, then text."""
+    out = []
+    for _, v in key:
+        if v == "—":
+            out.append((-1, 0.0, ""))
+            continue
+        try:
+            out.append((0, float(v), ""))
+        except ValueError:
+            out.append((1, 0.0, v))
+    return tuple(out)
+
+
+def _cell_text(vals: list[float]) -> str:
+    m, s = mean_std(vals)
+    return f"{m:.4g} ± {s:.2g}" if len(vals) > 1 else f"{m:.4g}"  # one seed: no spread to report
 
 
 def pearson(x, y) -> float | None:
@@ -111,6 +144,8 @@ def write_report(grid_dir: str | Path) -> Path:
 
     grid_dir = Path(grid_dir)
     rows = load_rows(grid_dir)
+    pre_rows = [r for r in rows if is_pretrain(r)]
+    rows = [r for r in rows if not is_pretrain(r)]
     spec = json.loads((grid_dir / "grid.json").read_text()) if (grid_dir / "grid.json").exists() else {}
     name = spec.get("name", grid_dir.name)
     md = [f"# Grid `{name}`", ""]
@@ -118,6 +153,7 @@ def write_report(grid_dir: str | Path) -> Path:
         md += [spec["description"], ""]
     if not rows:
         md += ["No finished cells yet."]
+        md += _pretrain_table(pre_rows)
         out = grid_dir / "REPORT.md"
         out.write_text("\n".join(md) + "\n")
         return out
@@ -125,12 +161,14 @@ def write_report(grid_dir: str | Path) -> Path:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(group_key(r, fields), []).append(r)
+    groups = dict(sorted(groups.items(), key=lambda kv: _sort_key(kv[0])))
     cols = metric_columns(rows)
     seeds = sorted({r["seed"] for r in rows})
     base = spec.get("base", {})
     md += [f"{len(rows)} runs, seeds {seeds}, base config `{json.dumps(base)}`. "
-           f"Cells: mean ± std over seeds; Δ: paired difference to the α = 0 cell with the same other "
-           f"settings (mean ± std over seeds). Lower is better for loss, LSM and PPL; higher for scores.", ""]
+           f"Cells: mean ± std over seeds (the mean alone for one seed); Δ: paired difference to the α = 0 "
+           f"cell with the same other settings (mean ± std over seeds). Lower is better for loss, LSM and PPL; "
+           f"higher for scores.", ""]
     md.append("| " + " | ".join(fields + ["n"] + [c for c, _ in cols]) + " |")
     md.append("|" + "---|" * (len(fields) + 1 + len(cols)))
     for key, grp in groups.items():
@@ -141,20 +179,22 @@ def write_report(grid_dir: str | Path) -> Path:
             if not vals:
                 cells.append("—")
                 continue
-            m, s = mean_std(vals)
-            txt = f"{m:.4g} ± {s:.2g}"
+            txt = _cell_text(vals)
             if b is not None and b != key:
                 d = paired_delta(grp, groups[b], mk)
                 if d:
-                    txt += f" (Δ {d[0]:+.3g} ± {d[1]:.2g})"
+                    txt += f" (Δ {d[0]:+.3g} ± {d[1]:.2g})" if len(grp) > 1 else f" (Δ {d[0]:+.3g})"
             cells.append(txt)
-        label = [v + (" (baseline)" if is_baseline(key) and f == "alpha" else "") for f, v in key]
+        base_mark = b == key
+        label = [v + (" (baseline)" if base_mark and f == "alpha" else "") for f, v in key]
         md.append("| " + " | ".join(label + [str(len(grp))] + cells) + " |")
     md.append("")
+    md += _pretrain_table(pre_rows)
 
     # --- correlation of LSM and training loss with the long-context score, across every run
     lsm_key = next((k for c, k in cols if c == "LSM (SCE)"), None)
-    score_key = next((k for c, k in cols if c in ("LongBench-E", "mini-LC score")), None)
+    # the paper's score is LongBench-E: prefer it over our mini suite when both were run
+    score_key = next((k for want in ("LongBench-E", "mini-LC score") for c, k in cols if c == want), None)
     plots = []
     if lsm_key and score_key:
         pts = [(value(r, lsm_key), value(r, score_key), value(r, "final_lm_loss")) for r in rows]
@@ -187,6 +227,8 @@ def write_report(grid_dir: str | Path) -> Path:
                 if vals:
                     m, s = mean_std(vals)
                     xs.append(mult), ms.append(m), ss.append(s)
+            if not xs:
+                continue
             ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=", ".join(f"{f}={v}" for f, v in key))
         ax.set(xscale="log", xlabel="context length (× training length L)", ylabel="token perplexity",
                title=f"{name}: perplexity vs context length")
@@ -216,16 +258,34 @@ def write_report(grid_dir: str | Path) -> Path:
         md += [f"### {title}", "", f"![{title}]({f})", ""]
     md += ["Cells (run directories):", ""]
     md += [f"- `{r['cell_id']}` seed {r['seed']} {json.dumps(r['overrides'])}: train {r['train']['wall_s']:.0f} s, "
-           f"{r['train']['tokens_per_s']:.0f} tok/s" for r in rows]
+           f"{r['train']['tokens_per_s'] or 0:.0f} tok/s" for r in pre_rows + rows]
     out = grid_dir / "REPORT.md"
     out.write_text("\n".join(md) + "\n")
     return out
 
 
+def _pretrain_table(pre_rows: list[dict]) -> list[str]:
+    """The grid's pretraining runs (one per seed; every cell of a seed starts from its run)."""
+    if not pre_rows:
+        return []
+    cols = metric_columns(pre_rows)
+    md = ["**Pretrained starting points** (one run per seed; every cell of a seed is fine-tuned from it):", "",
+          "| n | " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * (1 + len(cols))]
+    cells = []
+    for _, mk in cols:
+        vals = [v for v in (value(r, mk) for r in pre_rows) if v is not None]
+        cells.append(_cell_text(vals) if vals else "—")
+    return md + [f"| {len(pre_rows)} | " + " | ".join(cells) + " |", ""]
+
+
 def headline_table(md_path: Path) -> str:
     """The first markdown table of a report (what `make demo` prints on the terminal)."""
-    lines = md_path.read_text().splitlines()
-    tab = [ln for ln in lines if ln.startswith("|")]
+    tab = []
+    for ln in md_path.read_text().splitlines():
+        if ln.startswith("|"):
+            tab.append(ln)
+        elif tab:
+            break
     return "\n".join(tab)
 
 
