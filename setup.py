@@ -15,7 +15,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["trainer", "trainer.*", "olharness", "olharness.*"]),
     include_package_data=True,
-    package_data={"olharness": ["longbench/data/*", "tasks/**/*"]},
+    package_data={"olharness": ["longbench/data/*", "hf_template/*"]},
+    # the task YAMLs live in the top-level tasks/ (found beside the package in a checkout or an
+    # editable install, or through $OLH_TASKS_DIR)
     install_requires=[
         "torch>=2.1",            # `pip install torch==2.13.0` first: any other spec pulls CUDA wheels
         "deepspeed==0.19.8",
@@ -30,11 +32,19 @@ setup(
         "rouge==1.0.1",          # THUDM LongBench's ROUGE-L implementation
         "fuzzywuzzy==0.18.0",    # THUDM LongBench's code edit similarity (pure-Python SequenceMatcher backend)
         "transformers",
+        "accelerate",            # lm-eval's `hf` model imports it
     ],
     extras_require={"dev": ["pytest"]},
     entry_points={
         "console_scripts": [
+            "olharness = olharness.cli:main",
             "olh-train = trainer.train:main",
+            "olh-ablate = trainer.ablate:main",
+            "olh-export-hf = olharness.export_hf:main",
         ],
+        # lm-eval 0.4.13 ignores these (no plugin discovery); later versions may read them
+        "lm_eval.models": ["ol = olharness.model:OLM", "hf-lsm = olharness.lsm:HFLSM",
+                           "hf-mid = olharness.longbench.hf_mid:HFMidLM"],
+        "lm_eval.tasks": ["olharness = olharness.registration:TASKS_DIR"],
     },
 )

@@ -27,3 +27,6 @@ def tiny_run(tmp_path_factory):
             made[key] = out
         return made[key]
     return make
+
+
+pytest_plugins = ["tests.conftest_olh"]

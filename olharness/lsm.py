@@ -1,0 +1,196 @@
+"""Long-Short Misalignment (LSM) for lm-eval models, exact and approximate.
+
+Exact metric (DESIGN §1.1): for a text x and two suffix lengths l_short <= l_long (in the model's
+own tokens), ``D(g(x[-l_long:]), g(x[-l_short:]))`` where g is the next-token distribution at the
+last position and D a divergence of ``trainer.alignment.divergences`` (default ``sce``).
+
+* ``LSMMixin.lsm(requests)`` answers the custom request type ``lsm`` that the ``olh_lsm`` tasks
+  emit: ``Instance(request_type="lsm", arguments=(text, l_short, l_long[, options]))``. It returns
+  one ``{"lsm": D, "lsm_symkl": symmetric KL}`` dict of floats per request. ``options`` is a dict
+  with ``divergence`` and ``kl_direction``. A model class gets it by mixing ``LSMMixin`` in and
+  implementing ``_lsm_encode(text) -> ids`` and ``_lsm_forward(list of id lists) -> (B, V) logits
+  at each list's last position``. ``ol`` (``olharness.model.OLM``) and ``hf-lsm`` (``HFLSM`` below,
+  lm-eval's ``HFLM`` plus the mixin) do, so any Hugging Face causal or seq2seq LM is scored exactly.
+* ``approx_divergences`` is the loglikelihood-only approximation used by ``olh_lsm_ll``: the two
+  distributions are known only on a candidate set of continuations (from ``loglikelihood``
+  requests); the rest of the probability mass is pooled into one "other" outcome, and D is taken
+  over those K+1 outcomes. It runs on any lm-eval model (vLLM, APIs) and is *approximate*.
+
+For an ``hf`` model whose tokenizer adds BOS (Llama-style), each view is ``[BOS] + suffix``: the
+model never saw text without it. ``ol`` models are trained on windows cut anywhere in the token
+stream, so their views are the bare suffixes.
+
+This module imports only torch and ``trainer``; ``HFLSM`` is built on first access (PEP 562
+``__getattr__``) so importing ``olharness.lsm`` does not import transformers.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from trainer.alignment.divergences import DIVERGENCES, KL_DIRECTIONS, build_divergence
+from trainer.errors import OLHError
+
+DEFAULT_DIVERGENCE = "sce"
+#: metric reported beside the chosen divergence: SCE minus the two entropy terms (DESIGN §1.1)
+SIDE_DIVERGENCE = "sym_kl"
+
+
+def check_divergence(name: str, kl_direction: str = "long_short") -> None:
+    """Fail with the list of valid names for an unknown divergence or KL direction."""
+    DIVERGENCES.parse(name)
+    if kl_direction not in KL_DIRECTIONS:
+        raise OLHError(f"unknown kl_direction '{kl_direction}'; valid: {', '.join(KL_DIRECTIONS)}")
+
+
+def parse_lsm_args(args: Sequence) -> tuple[str, int, int, dict]:
+    """``(text, l_short, l_long[, options])`` -> validated tuple; OLHError on malformed input."""
+    if len(args) not in (3, 4) or not isinstance(args[0], str):
+        raise OLHError(f"an lsm request takes (text, l_short, l_long[, options]); got {len(args)} argument(s)")
+    text, l_short, l_long = args[0], int(args[1]), int(args[2])
+    opts = dict(args[3]) if len(args) == 4 and args[3] else {}
+    if not 1 <= l_short <= l_long:
+        raise OLHError(f"an lsm request needs 1 <= l_short <= l_long; got l_short={l_short}, l_long={l_long}")
+    return text, l_short, l_long, opts
+
+
+def pair_divergences(long_logits: torch.Tensor, short_logits: torch.Tensor, divergence: str = DEFAULT_DIVERGENCE,
+                     kl_direction: str = "long_short") -> dict[str, float]:
+    """``{"lsm": D(long, short), "lsm_symkl": symKL(long, short)}`` for one pair of (V,) logits."""
+    a, b = long_logits.double()[None], short_logits.double()[None]
+    main = build_divergence(divergence, kl_direction)(a, b)
+    side = build_divergence(SIDE_DIVERGENCE)(a, b)
+    return {"lsm": float(main[0]), "lsm_symkl": float(side[0])}
+
+
+class LSMMixin:
+    """Adds ``lsm(requests)`` to an lm-eval model; see the module docstring for the contract."""
+
+    def _lsm_encode(self, text: str) -> list[int]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _lsm_forward(self, views: list[list[int]]) -> torch.Tensor:  # pragma: no cover - interface
+        """Next-token logits (B, V) at the last position of each view (a batch of id lists)."""
+        raise NotImplementedError
+
+    def _lsm_batch_size(self) -> int:
+        bs = getattr(self, "batch_size", 1)
+        return int(bs) if str(bs).isdigit() else 8
+
+    def lsm(self, requests, disable_tqdm: bool = False) -> list[dict[str, float]]:
+        from lm_eval.models.utils import Collator
+        from tqdm import tqdm
+
+        parsed = [parse_lsm_args(r.args) for r in requests]
+        views: list[list[int]] = []
+        for text, l_short, l_long, opts in parsed:
+            check_divergence(opts.get("divergence", DEFAULT_DIVERGENCE), opts.get("kl_direction", "long_short"))
+            ids = self._lsm_encode(text)
+            if len(ids) < l_long:
+                raise OLHError(f"lsm request: the text encodes to {len(ids)} tokens, fewer than l_long={l_long}; "
+                               f"give longer texts (or a tokenizer matching the model in --metadata)")
+            views += [ids[len(ids) - l_short:], ids[len(ids) - l_long:]]
+        # longest first (Collator's order), batched, then back to request order
+        coll = Collator(views, sort_fn=lambda v: (-len(v), tuple(v)))
+        out: list[torch.Tensor] = []
+        pbar = tqdm(total=len(views), desc="Running lsm requests", disable=disable_tqdm or getattr(self, "rank", 0) != 0)
+        for chunk in coll.get_batched(n=max(1, self._lsm_batch_size())):
+            logits = self._lsm_forward(list(chunk)).float().cpu()
+            out.extend(logits.unbind(0))
+            pbar.update(len(chunk))
+        pbar.close()
+        last = coll.get_original(out)
+        results = []
+        for i, (_, _, _, opts) in enumerate(parsed):
+            results.append(pair_divergences(last[2 * i + 1], last[2 * i], opts.get("divergence", DEFAULT_DIVERGENCE),
+                                            opts.get("kl_direction", "long_short")))
+        return results
+
+
+# --------------------------------------------------------------------------------------------------
+# loglikelihood-only approximation (olh_lsm_ll)
+
+def candidate_distribution(logprobs: Sequence[float]) -> torch.Tensor:
+    """Log-probabilities over K candidates + one pooled "other" outcome (mass ``1 - sum p``).
+
+    The candidate log-likelihoods come from independent ``loglikelihood`` requests; a multi-token
+    candidate is a sequence probability, so the set need not sum to <= 1 in principle. We clamp the
+    "other" mass at 1e-12 and renormalize, so the result is always a distribution."""
+    lp = torch.tensor([float(x) for x in logprobs], dtype=torch.float64)
+    p = lp.exp()
+    other = torch.clamp(1.0 - p.sum(), min=1e-12)
+    full = torch.cat([p, other[None]])
+    return (full / full.sum()).log()
+
+
+def approx_divergences(long_lls: Sequence[float], short_lls: Sequence[float], divergence: str = DEFAULT_DIVERGENCE,
+                       kl_direction: str = "long_short") -> dict[str, float]:
+    """The ``pair_divergences`` of the two candidate distributions (log-probabilities act as logits:
+    log_softmax of a normalized log-distribution is itself)."""
+    if len(long_lls) != len(short_lls) or not long_lls:
+        raise OLHError("approximate LSM needs the same non-empty candidate set for both views")
+    out = pair_divergences(candidate_distribution(long_lls), candidate_distribution(short_lls), divergence,
+                           kl_direction)
+    return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# hf-lsm: lm-eval's HFLM + the exact metric
+
+def _build_hflsm():
+    from lm_eval.models.huggingface import HFLM
+
+    class HFLSM(LSMMixin, HFLM):
+        """lm-eval's ``hf`` model with the exact ``lsm`` request (``--model hf-lsm``); every other
+        behaviour, argument and result is HFLM's."""
+
+        def _lsm_prefix(self) -> list[int]:
+            add = self.add_bos_token
+            if add is None:  # the tokenizer's own default: does it put BOS in front?
+                with_special = self.tokenizer.encode("a")
+                bare = self.tokenizer.encode("a", add_special_tokens=False)
+                add = (len(with_special) > len(bare) and self.tokenizer.bos_token_id is not None
+                       and with_special[0] == self.tokenizer.bos_token_id)
+            return [self.tokenizer.bos_token_id] if add and self.backend == "causal" else []
+
+        def _lsm_encode(self, text: str) -> list[int]:
+            return self.tokenizer.encode(text, add_special_tokens=False)
+
+        def _lsm_forward(self, views: list[list[int]]) -> torch.Tensor:
+            if self.backend == "causal":
+                prefix = self._lsm_prefix()
+                seqs = [prefix + v for v in views]
+                T = max(len(s) for s in seqs)
+                pad = self.tokenizer.pad_token_id or 0
+                inp = torch.full((len(seqs), T), pad, dtype=torch.long, device=self.device)
+                for i, s in enumerate(seqs):  # right padding: causal attention never sees it
+                    inp[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+                logits = self._model_call(inp)
+                last = torch.tensor([len(s) - 1 for s in seqs], device=logits.device)
+                return logits[torch.arange(len(seqs), device=logits.device), last]
+            # seq2seq: the encoder reads the suffix, the decoder's first prediction is g
+            T = max(len(v) for v in views)
+            inp = torch.zeros((len(views), T), dtype=torch.long, device=self.device)
+            mask = torch.zeros_like(inp)
+            for i, v in enumerate(views):
+                inp[i, :len(v)] = torch.tensor(v, dtype=torch.long)
+                mask[i, :len(v)] = 1
+            labels = torch.full((len(views), 1), self.eot_token_id, dtype=torch.long, device=self.device)
+            return self._model_call(inp, attn_mask=mask, labels=labels)[:, 0]
+
+        def _lsm_batch_size(self) -> int:
+            bs = self.batch_size
+            return int(bs) if str(bs).isdigit() else self._detect_batch_size()
+
+    HFLSM.__module__ = __name__
+    return HFLSM
+
+
+def __getattr__(name: str):
+    if name == "HFLSM":
+        cls = _build_hflsm()
+        globals()["HFLSM"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,60 @@
+"""Make lm-eval 0.4.13 see our models and tasks.
+
+lm-eval 0.4.13 has no plugin discovery (``--include_path`` registers tasks only, never models), so:
+
+* ``register_models()`` puts lazy placeholders (``"module:Class"`` strings) for our models into
+  lm-eval's model registry. It first imports ``lm_eval.models``, which registers the built-in
+  models: ``get_model`` only does that when the registry is empty, so registering ours first would
+  make ``hf``/``dummy`` vanish. Nothing heavy is imported until a model is asked for by name.
+  ``import olharness`` calls it, so any task YAML that imports our code (``class: !function
+  olharness....``) registers ``ol`` before lm-eval builds the model (route 2 of the README).
+* ``TASKS_DIR`` is our ``tasks/`` folder, for ``--include_path`` / ``TaskManager(include_path=...)``.
+
+The ``lm_eval.models`` / ``lm_eval.tasks`` entry points in setup.py point here too; lm-eval 0.4.13
+ignores them, later versions may read them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: our model names -> lazy "module:Class" targets
+MODELS = {
+    "ol": "olharness.model:OLM",
+    "hf-lsm": "olharness.lsm:HFLSM",
+    "hf-mid": "olharness.longbench.hf_mid:HFMidLM",  # also registered by olharness.longbench.task
+}
+
+
+def _find_tasks_dir() -> Path:
+    """``$OLH_TASKS_DIR``, else the repository's ``tasks/`` beside the package (editable install or
+    checkout), else ``olharness/tasks`` (a copy shipped as package data)."""
+    env = os.environ.get("OLH_TASKS_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "tasks", here / "tasks"):
+        if cand.is_dir():
+            return cand
+    return here.parent / "tasks"
+
+
+TASKS_DIR = str(_find_tasks_dir())
+
+
+def tasks_dir() -> str:
+    """Our task folder (what ``--include_path`` should name)."""
+    return TASKS_DIR
+
+
+def register_models() -> None:
+    """Register ``ol``, ``hf-lsm`` and ``hf-mid`` with lm-eval, keeping the built-in models. Idempotent; a
+    no-op when lm-eval is not installed."""
+    try:
+        import lm_eval.models  # noqa: F401  (fills the registry with the built-in models first)
+        from lm_eval.api.registry import model_registry
+    except ImportError:  # pragma: no cover - lm-eval is a dependency, but keep `import olharness` safe
+        return
+    for name, target in MODELS.items():
+        if name not in model_registry:
+            model_registry.register(name, target=target)

@@ -1,0 +1,234 @@
+"""What the olh_lsm and olh_ppl_len tasks share: task metadata, reference tokenizer, documents.
+
+Task metadata (``--metadata key=value ...`` or ``{"key": value}``; lm-eval also merges the
+``--model_args`` into it, so ``pretrained=RUN_DIR`` is seen too):
+
+``l_train``     training length in tokens (int). Else read from ``run_dir``, else from ``pretrained``
+                (an ``ol`` run directory, or an HF export of ours, whose config.json has it).
+``run_dir``     one of our run directories: gives ``l_train`` (``data.seq_len``) and the tokenizer.
+``tokenizer``   reference tokenizer for cutting texts into token spans: a sentencepiece ``.model``
+                file, a folder holding ``tokenizer.model``, or a Hugging Face tokenizer name/folder.
+                Else ``run_dir``'s, else ``pretrained``'s. It should be the scored model's tokenizer
+                (then lengths are exact); ``ol`` and our HF exports always find it themselves.
+``texts``       held-out documents: a ``.txt`` file (one document), a ``.jsonl`` file (one document per
+                row, field ``text``), or a folder of them (recursive, sorted). Default: the held-out
+                Austen novels (Persuasion, Northanger Abbey; ``trainer.data.load_corpus("austen")``).
+``seed``        seed of every random draw of the task (default 1234).
+``n_docs``      number of task documents (LSM samples / PPL spans); defaults in each task.
+``divergence``  LSM divergence (``trainer.alignment.divergences``: sce, kl, sym_kl, js, l2; default sce).
+``kl_direction`` for ``divergence=kl``: long_short (default) or short_long.
+
+Any other key is an error listing these, except model arguments (lm-eval merges them in) and the
+keys other olharness task families read (``OTHER_TASK_KEYS``; add yours there).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from trainer.errors import DataError, OLHError
+
+log = logging.getLogger(__name__)
+
+METADATA_KEYS = {
+    "l_train": "training length in tokens",
+    "run_dir": "run directory of ours (gives l_train and the tokenizer)",
+    "tokenizer": "reference tokenizer (sentencepiece .model, folder, or HF tokenizer name)",
+    "texts": "held-out texts (.txt, .jsonl with 'text', or a folder); default held-out Austen",
+    "seed": "seed of the task's random draws",
+    "n_docs": "number of task documents",
+    "divergence": "LSM divergence (sce, kl, sym_kl, js, l2)",
+    "kl_direction": "direction of divergence=kl (long_short, short_long)",
+}
+#: set by lm-eval itself, or by the task YAMLs
+LM_EVAL_KEYS = {"version", "config_source", "_metadata", "pretrained"}
+#: keys read by the other olharness task families (LongBench-E, mini long-context suite)
+OTHER_TASK_KEYS = {"longbench_dir", "data_source", "mini_lc_tokenizer", "mini_lc_seed", "mini_lc_n",
+                   "mini_lc_para_tokens"}
+DEFAULT_SEED = 1234
+
+
+@lru_cache(maxsize=1)
+def _model_arg_names() -> frozenset[str]:
+    """Constructor arguments of ol and lm-eval's hf model: lm-eval merges --model_args into metadata."""
+    from olharness.model import OLM
+
+    names = set(inspect.signature(OLM.__init__).parameters)
+    try:
+        from lm_eval.models.huggingface import HFLM
+
+        names |= set(inspect.signature(HFLM.__init__).parameters)
+    except ImportError:  # pragma: no cover
+        pass
+    return frozenset(names - {"self", "kwargs", "unknown"})
+
+
+def check_metadata(md: dict, task: str) -> dict:
+    """Validate the task metadata; returns it. OLHError naming the valid keys for an unknown one."""
+    md = dict(md or {})
+    unknown = set(md) - set(METADATA_KEYS) - LM_EVAL_KEYS - OTHER_TASK_KEYS
+    if unknown:
+        unknown -= _model_arg_names()
+    if unknown:
+        raise OLHError(f"{task}: unknown metadata key(s) {', '.join(sorted(unknown))}; valid: "
+                       f"{', '.join(METADATA_KEYS)}")
+    return md
+
+
+def _int(md: dict, key: str, default: int | None = None, minimum: int = 1) -> int | None:
+    if md.get(key) in (None, ""):
+        return default
+    try:
+        v = int(md[key])
+    except (TypeError, ValueError):
+        raise OLHError(f"metadata {key} must be an integer, got {md[key]!r}") from None
+    if v < minimum:
+        raise OLHError(f"metadata {key} must be >= {minimum}, got {v}")
+    return v
+
+
+def seed_of(md: dict) -> int:
+    return _int(md, "seed", DEFAULT_SEED, minimum=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# l_train and the reference tokenizer
+
+def _ol_checkpoint(path) -> Path | None:
+    """The checkpoint folder if path is one of our run/checkpoint directories."""
+    if not path:
+        return None
+    p = Path(str(path))
+    for ck in (p / "checkpoint", p):
+        if (ck / "config.json").is_file() and (ck / "model.safetensors").is_file() and (ck / "tokenizer.model").is_file():
+            try:
+                if "data" in json.loads((ck / "config.json").read_text()):
+                    return ck
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def _hf_export_l_train(path) -> int | None:
+    try:
+        cfg = json.loads((Path(str(path)) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, TypeError):
+        return None
+    return int(cfg["olh_seq_len"]) if "olh_seq_len" in cfg else None
+
+
+def resolve_l_train(md: dict, task: str) -> int:
+    v = _int(md, "l_train")
+    if v is not None:
+        return v
+    for key in ("run_dir", "pretrained"):
+        if md.get(key):
+            ck = _ol_checkpoint(md[key])
+            if ck is not None:
+                return int(json.loads((ck / "config.json").read_text())["data"]["seq_len"])
+            v = _hf_export_l_train(md[key])
+            if v:
+                return v
+            if key == "run_dir":
+                raise OLHError(f"{task}: metadata run_dir={md[key]} holds no checkpoint of ours (checkpoint/config.json)")
+    raise OLHError(f"{task}: the training length is unknown; pass --metadata l_train=N (or run_dir=RUN_DIR, "
+                   "or use --model ol with pretrained=RUN_DIR)")
+
+
+class RefTokenizer:
+    """encode/decode with a sentencepiece model (ours) or a Hugging Face tokenizer, no specials."""
+
+    def __init__(self, spec: str):
+        self.spec = str(spec)
+        p = Path(self.spec)
+        sp_file = p if p.is_file() else p / "tokenizer.model" if (p / "tokenizer.model").is_file() else None
+        if sp_file is not None and not (p.is_dir() and (p / "tokenizer_config.json").is_file() and not _is_ours(p)):
+            from trainer.data import Tokenizer
+
+            self._sp, self._hf = Tokenizer.load(sp_file), None
+            return
+        try:
+            from transformers import AutoTokenizer
+
+            self._sp, self._hf = None, AutoTokenizer.from_pretrained(self.spec, trust_remote_code=_is_ours(p))
+        except Exception as e:  # noqa: BLE001 - any loading failure is a bad spec
+            raise OLHError(f"cannot load tokenizer '{spec}' (a sentencepiece .model, a folder, or an HF name): "
+                           f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text) if self._sp else self._hf.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        return self._sp.decode(ids) if self._sp else self._hf.decode(list(ids))
+
+
+def _is_ours(p: Path) -> bool:
+    return (p / "olh_export.json").is_file()
+
+
+def resolve_tokenizer(md: dict, task: str) -> RefTokenizer:
+    if md.get("tokenizer"):
+        return RefTokenizer(md["tokenizer"])
+    for key in ("run_dir", "pretrained"):
+        ck = _ol_checkpoint(md.get(key))
+        if ck is not None:
+            return RefTokenizer(ck / "tokenizer.model")
+        if md.get(key) and (Path(str(md[key])) / "tokenizer.model").is_file():
+            return RefTokenizer(Path(str(md[key])) / "tokenizer.model")
+    if md.get("pretrained"):
+        return RefTokenizer(md["pretrained"])
+    raise OLHError(f"{task}: no reference tokenizer; pass --metadata tokenizer=PATH_OR_NAME (or run_dir=RUN_DIR)")
+
+
+# --------------------------------------------------------------------------------------------------
+# documents
+
+def load_texts(md: dict, task: str) -> list[tuple[str, str]]:
+    """[(name, text)] of the held-out documents named by metadata ``texts`` (default Austen)."""
+    spec = md.get("texts")
+    if not spec:
+        from trainer.data import load_corpus
+
+        c = load_corpus("austen")
+        return list(zip(c.heldout_names, c.heldout))
+    p = Path(str(spec)).expanduser()
+    if not p.exists():
+        raise DataError(f"{task}: metadata texts={spec} does not exist")
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix in (".txt", ".jsonl") and f.is_file())
+    docs: list[tuple[str, str]] = []
+    for f in files:
+        if f.suffix == ".txt":
+            docs.append((f.name, f.read_text(encoding="utf-8", errors="replace")))
+        elif f.suffix == ".jsonl":
+            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    text = row["text"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise DataError(f"{task}: {f} line {i + 1} is not a JSON object with a 'text' field") from None
+                docs.append((str(row.get("title") or row.get("id") or f"{f.name}:{i}"), str(text)))
+        else:
+            raise DataError(f"{task}: texts file {f} must be .txt or .jsonl")
+    docs = [(n, t) for n, t in docs if t.strip()]
+    if not docs:
+        raise DataError(f"{task}: no non-empty .txt/.jsonl documents in {spec}")
+    return docs
+
+
+_TOKENIZED: dict[tuple, list[tuple[str, list[int]]]] = {}
+
+
+def tokenized_docs(md: dict, task: str, tok: RefTokenizer) -> list[tuple[str, list[int]]]:
+    """The documents encoded with the reference tokenizer (cached: the tasks of one run share them)."""
+    key = (tok.spec, str(md.get("texts") or ""), os.environ.get("OLH_AUSTEN", ""))
+    if key not in _TOKENIZED:
+        if len(_TOKENIZED) > 4:
+            _TOKENIZED.clear()
+        _TOKENIZED[key] = [(name, tok.encode(text)) for name, text in load_texts(md, task)]
+    return _TOKENIZED[key]

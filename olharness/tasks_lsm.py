@@ -1,0 +1,177 @@
+"""lm-eval tasks for Long-Short Misalignment: ``olh_lsm`` (exact, custom request) and ``olh_lsm_ll``
+(approximate, loglikelihood requests only). YAMLs in ``tasks/lsm/``.
+
+One task document = one sample of the paper's expectation (DESIGN §1.1): a held-out text ending at a
+random token position, and two suffix lengths l1, l2 ~ U[lo * l_train, hi * l_train] (seeded, sorted
+so that l_short <= l_long). ``suffix_range: [lo, hi]`` in the YAML: [0.5, 1.0] is the paper's
+``olh_lsm``; ``olh_lsm_1x_2x`` / ``olh_lsm_2x_4x`` measure misalignment beyond the training length.
+Lengths and texts are cut with the reference tokenizer (``olharness.task_common``); the document's
+text holds ``2 * hi * l_train + 16`` tokens so a model with a different tokenizer still finds
+``l_long`` of its own tokens in it.
+
+``olh_lsm``: each document is one ``Instance(request_type="lsm", arguments=(text, l_short, l_long,
+{"divergence", "kl_direction"}))``; the model (``ol``, ``hf-lsm``: ``olharness.lsm.LSMMixin``)
+returns the divergence between its next-token distributions after the two suffixes. Metrics (lower
+is better, mean over documents): ``lsm`` (metadata ``divergence``, default sce) and ``lsm_symkl``
+(symmetric KL: SCE without its two entropy terms). A model without ``lsm`` fails with a message
+naming the alternatives.
+
+``olh_lsm_ll`` (APPROXIMATE): for both suffixes, ``loglikelihood`` of each of K candidate
+continuations (the ``n_candidates`` most frequent reference tokens of the texts, plus the true next
+token); the rest of the mass is pooled into one outcome; metrics ``lsm_ll_approx`` and
+``lsm_ll_approx_symkl``. Runs on any lm-eval model; it is not the paper's metric.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import datasets
+import numpy as np
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM
+from lm_eval.api.task import ConfigurableTask
+
+from olharness import task_common as tc
+from olharness.lsm import DEFAULT_DIVERGENCE, approx_divergences, check_divergence
+from trainer.errors import DataError, OLHError
+
+MARGIN = 16
+EXACT_METRICS = ("lsm", "lsm_symkl")
+APPROX_METRICS = ("lsm_ll_approx", "lsm_ll_approx_symkl")
+DEFAULT_N_DOCS = 32
+
+
+def _passthrough(items):  # metric fn for the registry; process_results computes the values
+    return items
+
+
+def _register_metrics() -> None:
+    from lm_eval.api.registry import metric_registry, register_metric
+
+    for name in EXACT_METRICS + APPROX_METRICS:
+        if name not in metric_registry:
+            register_metric(metric=name, higher_is_better=False, aggregation="mean")(_passthrough)
+
+
+def _no_lsm(self, requests, disable_tqdm: bool = False):
+    raise OLHError(f"model '{type(self).__name__}' cannot answer lsm requests (task olh_lsm); use --model ol "
+                   "(our checkpoints) or --model hf-lsm (any Hugging Face model), or the loglikelihood-only "
+                   "approximation, task olh_lsm_ll")
+
+
+def _install_lsm_guard() -> None:
+    """lm-eval calls ``getattr(lm, "lsm")``; without this a model lacking it dies with a bare
+    AttributeError. The base class gets a fallback that raises a clear error instead (models with
+    the LSM mixin override it)."""
+    if not hasattr(LM, "lsm"):
+        LM.lsm = _no_lsm
+
+
+_register_metrics()
+_install_lsm_guard()
+
+
+def build_rows(docs: list[tuple[str, list[int]]], tok, l_train: int, suffix_range, n_docs: int, seed: int,
+               n_candidates: int = 0, task: str = "olh_lsm") -> list[dict]:
+    """The task documents (see the module docstring)."""
+    lo_f, hi_f = (float(x) for x in suffix_range)
+    lo, hi = max(1, math.ceil(lo_f * l_train)), max(1, math.floor(hi_f * l_train))
+    if lo > hi:
+        raise OLHError(f"{task}: empty suffix range [{lo_f}, {hi_f}] x l_train={l_train}")
+    span = 2 * hi + MARGIN
+    eligible = [(n, ids) for n, ids in docs if len(ids) >= hi + 1]
+    if not eligible:
+        longest = max((len(ids) for _, ids in docs), default=0)
+        raise DataError(f"{task}: no held-out document has the {hi + 1} tokens a suffix of up to {hi} needs "
+                        f"(longest: {longest}); give longer texts (metadata texts) or a smaller range")
+    rng = np.random.default_rng(seed)
+    cands: list[str] = []
+    if n_candidates:
+        counts = Counter(t for _, ids in eligible for t in ids)
+        for t, _ in counts.most_common():
+            s = tok.decode([t])
+            if s and s not in cands:
+                cands.append(s)
+            if len(cands) == n_candidates:
+                break
+    rows = []
+    for i in range(n_docs):
+        name, ids = eligible[i % len(eligible)]
+        end = int(rng.integers(min(len(ids), hi + MARGIN), len(ids) + 1))
+        l_short, l_long = sorted(int(x) for x in rng.integers(lo, hi + 1, size=2))
+        row = {"doc": name, "end": end, "l_short": l_short, "l_long": l_long,
+               "text": tok.decode(ids[max(0, end - span):end])}
+        if n_candidates:
+            nxt = tok.decode(ids[end:end + 1]) if end < len(ids) else ""
+            row["candidates"] = cands + ([nxt] if nxt and nxt not in cands else [])
+            row["ctx_short"] = tok.decode(ids[end - l_short:end])
+            row["ctx_long"] = tok.decode(ids[end - l_long:end])
+        rows.append(row)
+    return rows
+
+
+class LSMTask(ConfigurableTask):
+    """``class: !function olharness.tasks_lsm.LSMTask``. YAML keys of its own: ``suffix_range``
+    ([lo, hi] in multiples of l_train), ``approximate`` (bool: the olh_lsm_ll form),
+    ``n_candidates`` (approximate form only)."""
+
+    def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
+        cfg = dict(config or {})
+        cfg.pop("class", None)
+        self.suffix_range = tuple(cfg.pop("suffix_range", (0.5, 1.0)))
+        self.approximate = bool(cfg.pop("approximate", False))
+        self.n_candidates = int(cfg.pop("n_candidates", 32)) if self.approximate else 0
+        names = APPROX_METRICS if self.approximate else EXACT_METRICS
+        cfg.setdefault("output_type", "loglikelihood")
+        cfg.setdefault("test_split", "test")
+        cfg.setdefault("doc_to_target", "text")
+        cfg["metric_list"] = [{"metric": n, "aggregation": "mean", "higher_is_better": False} for n in names]
+        cfg["process_results"] = self._process_results
+        super().__init__(config=cfg)
+
+    def download(self, dataset_kwargs=None, **kwargs) -> None:
+        task = self.config.task or "olh_lsm"
+        md = tc.check_metadata(self.config.metadata, task)
+        self.divergence = str(md.get("divergence") or DEFAULT_DIVERGENCE)
+        self.kl_direction = str(md.get("kl_direction") or "long_short")
+        check_divergence(self.divergence, self.kl_direction)
+        self.l_train = tc.resolve_l_train(md, task)
+        tok = tc.resolve_tokenizer(md, task)
+        rows = build_rows(tc.tokenized_docs(md, task, tok), tok, self.l_train, self.suffix_range,
+                          tc._int(md, "n_docs", DEFAULT_N_DOCS), tc.seed_of(md), self.n_candidates, task)
+        self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+    def has_training_docs(self):
+        return False
+
+    def has_validation_docs(self):
+        return False
+
+    def has_test_docs(self):
+        return True
+
+    def test_docs(self):
+        return self.dataset["test"]
+
+    def doc_to_text(self, doc, doc_to_text=None):
+        return ""
+
+    def construct_requests(self, doc, ctx, **kwargs):
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        if not self.approximate:
+            opts = {"divergence": self.divergence, "kl_direction": self.kl_direction}
+            return Instance(request_type="lsm", doc=doc, arguments=(doc["text"], doc["l_short"], doc["l_long"], opts),
+                            idx=0, **kwargs)
+        args = [(doc[view], c) for view in ("ctx_short", "ctx_long") for c in doc["candidates"]]
+        return [Instance(request_type="loglikelihood", doc=doc, arguments=a, idx=i, **kwargs) for i, a in enumerate(args)]
+
+    def _process_results(self, doc, results):
+        if not self.approximate:
+            (r,) = results
+            return {"lsm": float(r["lsm"]), "lsm_symkl": float(r["lsm_symkl"])}
+        k = len(doc["candidates"])
+        lls = [float(r[0]) for r in results]
+        d = approx_divergences(lls[k:], lls[:k], self.divergence, self.kl_direction)
+        return {"lsm_ll_approx": d["lsm"], "lsm_ll_approx_symkl": d["lsm_symkl"]}

@@ -1,0 +1,156 @@
+"""``olh_ppl_len``: perplexity by context length, on held-out long documents. YAMLs in ``tasks/ppl_len/``.
+
+The group ``olh_ppl_len`` has one task per context length C = k * l_train, k in {1, 2, 4, 8}
+(``olh_ppl_len_1x`` ... ``_8x``; YAML key ``length_multiple: k``). All four score the same tokens:
+``n_docs`` spans of 8 * l_train reference tokens (metadata ``n_docs``, default 4), drawn without
+overlap and seeded from the held-out documents; task k cuts each span into 8/k chunks of C tokens,
+one task document per chunk. So a token at offset j of its chunk is predicted from min(j, C) tokens
+of context, and the four rows differ only in how much context the model gets.
+
+Per chunk:
+* one ``loglikelihood_rolling`` request (the model's rolling windows; a model whose max_length is at
+  least C, as ``ol``'s default 8 * l_train is, scores the chunk in one window), giving
+  ``word_perplexity``, ``byte_perplexity`` and ``bits_per_byte`` as lm-eval's perplexity tasks do
+  (words counted once per span, see ``count_words``, so the four lengths share denominators),
+  and ``token_perplexity`` (per reference token: the model's own for ``ol`` and our HF exports);
+* ``loglikelihood`` requests for the chunk's position buckets [0, 1x), [1x, 2x), [2x, 4x), [4x, 8x)
+  of l_train (those below C): context = the chunk before the bucket, continuation = the bucket,
+  giving ``nll_0-1x`` ... ``nll_4-8x``, the mean NLL (nats) per token at those positions. The
+  bucket boundaries are in reference tokens, re-tokenized by the model (exact when they agree).
+A model whose max_length is below C scores a chunk in several rolling windows, i.e. at its own
+max_length (lm-eval's rule); set ``max_length`` in --model_args to at least 8 * l_train.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import datasets
+import numpy as np
+from lm_eval.api.instance import Instance
+from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
+from lm_eval.api.task import ConfigurableTask
+
+from olharness import task_common as tc
+from trainer.errors import DataError, OLHError
+
+log = logging.getLogger(__name__)
+
+MULTIPLES = (1, 2, 4, 8)
+BUCKETS = [(0, 1), (1, 2), (2, 4), (4, 8)]  # in multiples of l_train
+DEFAULT_N_DOCS = 4
+
+
+def bucket_name(a: int, b: int) -> str:
+    return f"nll_{a}-{b}x"
+
+
+def count_words(text: str, before: str = "") -> int:
+    """Whitespace-delimited words of ``text``, not counting a word that began in ``before`` (the
+    previous chunk of the same span): summed over a span's chunks this is the span's word count,
+    whatever the chunk length, so word perplexities of the four lengths are comparable."""
+    n = len(re.findall(r"\S+", text))
+    if n and before and not before[-1].isspace() and not text[0].isspace():
+        n -= 1
+    return n
+
+
+def token_perplexity(items) -> float:
+    return weighted_perplexity(items)
+
+
+def mean_nll(items) -> float:
+    """sum of NLL / number of tokens over (nll, n_tokens) pairs; NaN when there are none."""
+    nll, n = sum(x for x, _ in items), sum(k for _, k in items)
+    return nll / n if n else float("nan")
+
+
+def pick_spans(docs: list[tuple[str, list[int]]], span: int, n: int, seed: int, task: str) -> list[tuple[str, list[int]]]:
+    """n non-overlapping spans of `span` tokens, chosen with the seed, in document order."""
+    slots = [(d, s) for d, (_, ids) in enumerate(docs) for s in range(0, len(ids) - span + 1, span)]
+    if not slots:
+        longest = max((len(ids) for _, ids in docs), default=0)
+        raise DataError(f"{task}: no held-out document has the {span} tokens one span (8 x l_train) needs "
+                        f"(longest: {longest}); give longer texts (metadata texts)")
+    if n > len(slots):
+        log.warning("%s: only %d spans of %d tokens available; using all of them", task, len(slots), span)
+        n = len(slots)
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(slots), size=n, replace=False).tolist())
+    return [(f"{docs[slots[i][0]][0]}@{slots[i][1]}", docs[slots[i][0]][1][slots[i][1]:slots[i][1] + span]) for i in chosen]
+
+
+class PPLLenTask(ConfigurableTask):
+    """``class: !function olharness.tasks_ppl.PPLLenTask`` with ``length_multiple: k``."""
+
+    def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
+        cfg = dict(config or {})
+        cfg.pop("class", None)
+        self.k = int(cfg.pop("length_multiple", 1))
+        if self.k not in MULTIPLES:
+            raise OLHError(f"olh_ppl_len: length_multiple must be one of {MULTIPLES}, got {self.k}")
+        self.buckets = [(a, b) for a, b in BUCKETS if b <= self.k]
+        cfg.setdefault("output_type", "loglikelihood_rolling")
+        cfg.setdefault("test_split", "test")
+        cfg.setdefault("doc_to_target", "text")
+        metrics = [("word_perplexity", weighted_perplexity), ("byte_perplexity", weighted_perplexity),
+                   ("bits_per_byte", bits_per_byte), ("token_perplexity", token_perplexity)]
+        metrics += [(bucket_name(a, b), mean_nll) for a, b in self.buckets]
+        cfg["metric_list"] = [{"metric": n, "aggregation": f, "higher_is_better": False} for n, f in metrics]
+        cfg["process_results"] = self._process_results
+        super().__init__(config=cfg)
+
+    def download(self, dataset_kwargs=None, **kwargs) -> None:
+        task = self.config.task or f"olh_ppl_len_{self.k}x"
+        md = tc.check_metadata(self.config.metadata, task)
+        self.l_train = tc.resolve_l_train(md, task)
+        self.tok = tc.resolve_tokenizer(md, task)
+        L, C = self.l_train, self.k * self.l_train
+        spans = pick_spans(tc.tokenized_docs(md, task, self.tok), 8 * L, tc._int(md, "n_docs", DEFAULT_N_DOCS),
+                           tc.seed_of(md), task)
+        rows = []
+        for name, ids in spans:
+            prev = ""
+            for off in range(0, len(ids), C):
+                chunk = ids[off:off + C]
+                text = self.tok.decode(chunk)
+                bounds = [(a * L, b * L) for a, b in self.buckets]
+                rows.append({"span": name, "offset": off, "text": text, "n_tokens": len(chunk),
+                             "n_words": count_words(text, prev), "n_bytes": len(text.encode("utf-8")),
+                             "bucket_ctx": [self.tok.decode(chunk[:a]) for a, _ in bounds],
+                             "bucket_cont": [self.tok.decode(chunk[a:b]) for a, b in bounds],
+                             "bucket_tokens": [b - a for a, b in bounds]})
+                prev = text
+        self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+    def has_training_docs(self):
+        return False
+
+    def has_validation_docs(self):
+        return False
+
+    def has_test_docs(self):
+        return True
+
+    def test_docs(self):
+        return self.dataset["test"]
+
+    def doc_to_text(self, doc, doc_to_text=None):
+        return ""
+
+    def construct_requests(self, doc, ctx, **kwargs):
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        reqs = [Instance(request_type="loglikelihood_rolling", doc=doc, arguments=(doc["text"],), idx=0, **kwargs)]
+        for i, (c, x) in enumerate(zip(doc["bucket_ctx"], doc["bucket_cont"])):
+            reqs.append(Instance(request_type="loglikelihood", doc=doc, arguments=(c, x), idx=i + 1, **kwargs))
+        return reqs
+
+    def _process_results(self, doc, results):
+        ll = float(results[0])
+        words, nbytes = doc["n_words"], doc["n_bytes"]
+        out = {"word_perplexity": (ll, words), "byte_perplexity": (ll, nbytes), "bits_per_byte": (ll, nbytes),
+               "token_perplexity": (ll, doc["n_tokens"])}
+        for (a, b), r, n in zip(self.buckets, results[1:], doc["bucket_tokens"]):
+            out[bucket_name(a, b)] = (-float(r[0]), n)
+        return out
