@@ -48,7 +48,7 @@ METADATA_KEYS = {
 LM_EVAL_KEYS = {"version", "config_source", "_metadata", "pretrained"}
 #: keys read by the other olharness task families (LongBench-E, mini long-context suite)
 OTHER_TASK_KEYS = {"longbench_dir", "data_source", "mini_lc_tokenizer", "mini_lc_seed", "mini_lc_n",
-                   "mini_lc_para_tokens"}
+                   "mini_lc_para_tokens", "mini_lc_l_train"}
 DEFAULT_SEED = 1234
 
 

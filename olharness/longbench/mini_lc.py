@@ -163,6 +163,7 @@ class _Pool:
         self.pieces = split_pieces(sentences, count_tokens, self.para_tokens)
         self.paragraphs = make_paragraphs(self.pieces, self.para_tokens)
         self.para_len = [count_tokens(p) for p in self.paragraphs]
+        self.by_length = sorted(range(len(self.paragraphs)), key=lambda i: (self.para_len[i], i))
         if len(self.paragraphs) < 4:
             raise DataError(
                 f"mini_lc: the source texts give only {len(self.paragraphs)} paragraphs of "
@@ -240,10 +241,16 @@ def _row_retrieval(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, i
         }
         return render_prompt(ds, row), row
 
-    def shrink():  # drop the longest paragraph; the answer is re-drawn
-        if len(idxs) <= 2:
+    def shrink():  # drop the longest paragraph (the answer is re-drawn); at two, swap in a shorter one
+        longest = max(reversed(idxs), key=lambda i: pool.para_len[i])
+        if len(idxs) > 2:
+            idxs.remove(longest)
+            return True
+        shorter = [i for i in pool.by_length if pool.para_len[i] < pool.para_len[longest] and i not in idxs]
+        if not shorter:
             return False
-        idxs.remove(max(reversed(idxs), key=lambda i: pool.para_len[i]))
+        idxs[idxs.index(longest)] = shorter[0]
+        state.pop("n", None)  # re-pick the excerpt among the new paragraphs
         return True
 
     return _fit(render, shrink, pool.count, limit)
@@ -511,13 +518,14 @@ def _cached_rows(texts_spec, counter_key, l_train, seed, n, dataset, para_tokens
 
 
 def load_mini_rows(dataset: str, metadata: dict | None) -> tuple[list[dict], str, int]:
-    """Rows of one mini dataset from task metadata. Keys: ``l_train`` (or ``run_dir`` /
-    ``pretrained`` of one of our runs), ``texts``, ``mini_lc_tokenizer`` (else ``tokenizer`` /
+    """Rows of one mini dataset from task metadata. Keys: ``mini_lc_l_train`` (else ``l_train``, or
+    ``run_dir`` / ``pretrained`` of one of our runs; lets a grid score LSM/PPL at one length and the
+    mini suite at another), ``texts``, ``mini_lc_tokenizer`` (else ``tokenizer`` /
     ``run_dir`` / ``pretrained``, see :func:`resolve_counter`), ``mini_lc_seed`` (else ``seed``,
     else 0), ``mini_lc_n`` (rows per bucket, 20), ``mini_lc_para_tokens``.
     Returns ``(rows, description, l_train)``."""
     md = dict(metadata or {})
-    l_train = resolve_l_train(md)
+    l_train = int(md["mini_lc_l_train"]) if md.get("mini_lc_l_train") else resolve_l_train(md)
     try:
         seed = int(md.get("mini_lc_seed", md.get("seed", 0)))
         n = int(md.get("mini_lc_n", 20))
