@@ -39,10 +39,11 @@ def run_reference(cfg, steps):
     from transformers import GPT2Config, GPT2LMHeadModel
     m = cfg.model
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=m.vocab_size, n_embd=m.d_model, n_layer=m.n_layer,
-                                       n_head=m.n_head, n_positions=max(1024, cfg.data.seq_len),
-                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
-                            attn_implementation="sdpa")
+    hf_cfg = GPT2Config(vocab_size=m.vocab_size, n_embd=m.d_model, n_layer=m.n_layer, n_head=m.n_head,
+                        n_positions=max(1024, cfg.data.seq_len), resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, bos_token_id=1, eos_token_id=2)
+    hf_cfg._attn_implementation = "sdpa"  # the same fused attention kernel as ours
+    model = GPT2LMHeadModel(hf_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     B, L = cfg.train.batch_size, cfg.data.seq_len
     times = []
