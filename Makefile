@@ -19,8 +19,10 @@ $(STAMP): setup.py
 	$(PIP) install -q -e ".[dev]"
 	touch $(STAMP)
 
+# Jane Austen from Debian's r-cran-janeaustenr; on a fresh machine apt's package lists may be empty,
+# so a failed lookup refreshes them once and tries again.
 corpus: setup
-	$(PY) -m trainer.data.fetch
+	$(PY) -m trainer.data.fetch || (apt-get update -qq && $(PY) -m trainer.data.fetch)
 
 demo: setup corpus
 	$(PY) -m scripts.demo

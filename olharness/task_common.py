@@ -139,6 +139,26 @@ def resolve_l_train(md: dict, task: str) -> int:
                    "or use --model ol with pretrained=RUN_DIR)")
 
 
+class GeneratedTestTask:
+    """Mixin for our class-based tasks whose documents are generated in ``download()`` into
+    ``self.dataset["test"]`` and whose requests are built in ``construct_requests`` (no prompt)."""
+
+    def has_training_docs(self):
+        return False
+
+    def has_validation_docs(self):
+        return False
+
+    def has_test_docs(self):
+        return True
+
+    def test_docs(self):
+        return self.dataset["test"]
+
+    def doc_to_text(self, doc, doc_to_text=None):
+        return ""
+
+
 class RefTokenizer:
     """encode/decode with a sentencepiece model (ours) or a Hugging Face tokenizer, no specials."""
 

@@ -111,7 +111,7 @@ def build_rows(docs: list[tuple[str, list[int]]], tok, l_train: int, suffix_rang
     return rows
 
 
-class LSMTask(ConfigurableTask):
+class LSMTask(tc.GeneratedTestTask, ConfigurableTask):
     """``class: !function olharness.tasks_lsm.LSMTask``. YAML keys of its own: ``suffix_range``
     ([lo, hi] in multiples of l_train), ``approximate`` (bool: the olh_lsm_ll form),
     ``n_candidates`` (approximate form only)."""
@@ -141,21 +141,6 @@ class LSMTask(ConfigurableTask):
         rows = build_rows(tc.tokenized_docs(md, task, tok), tok, self.l_train, self.suffix_range,
                           tc._int(md, "n_docs", DEFAULT_N_DOCS), tc.seed_of(md), self.n_candidates, task)
         self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
-
-    def has_training_docs(self):
-        return False
-
-    def has_validation_docs(self):
-        return False
-
-    def has_test_docs(self):
-        return True
-
-    def test_docs(self):
-        return self.dataset["test"]
-
-    def doc_to_text(self, doc, doc_to_text=None):
-        return ""
 
     def construct_requests(self, doc, ctx, **kwargs):
         kwargs.pop("apply_chat_template", None)

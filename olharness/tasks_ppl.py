@@ -80,7 +80,7 @@ def pick_spans(docs: list[tuple[str, list[int]]], span: int, n: int, seed: int, 
     return [(f"{docs[slots[i][0]][0]}@{slots[i][1]}", docs[slots[i][0]][1][slots[i][1]:slots[i][1] + span]) for i in chosen]
 
 
-class PPLLenTask(ConfigurableTask):
+class PPLLenTask(tc.GeneratedTestTask, ConfigurableTask):
     """``class: !function olharness.tasks_ppl.PPLLenTask`` with ``length_multiple: k``."""
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
@@ -122,21 +122,6 @@ class PPLLenTask(ConfigurableTask):
                              "bucket_tokens": [b - a for a, b in bounds]})
                 prev = text
         self.dataset = datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
-
-    def has_training_docs(self):
-        return False
-
-    def has_validation_docs(self):
-        return False
-
-    def has_test_docs(self):
-        return True
-
-    def test_docs(self):
-        return self.dataset["test"]
-
-    def doc_to_text(self, doc, doc_to_text=None):
-        return ""
 
     def construct_requests(self, doc, ctx, **kwargs):
         kwargs.pop("apply_chat_template", None)

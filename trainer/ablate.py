@@ -194,6 +194,7 @@ class Grid:
         self.results = self.dir / "results.jsonl"
         self.threads = threads_per_job
         self._lock = threading.Lock()
+        self._status: dict[str, tuple] = {}  # running cells: (phase, run dir, total steps)
 
     def done(self) -> dict[str, dict]:
         if not self.results.exists():
@@ -253,6 +254,9 @@ class Grid:
             print(f"grid {self.spec['name']}: {n_all} runs, {n_all - n_todo} already done, {n_todo} to run")
         bar = tqdm(total=n_todo, desc=f"grid {self.spec['name']}", disable=not progress or not n_todo)
         errors = []
+        stop_watch = threading.Event()
+        if progress and n_todo:
+            threading.Thread(target=self._watch, args=(bar, stop_watch), daemon=True).start()
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             for stage in todo:
                 futs = {pool.submit(self.run_cell, c, cfg, cid, jobs): cid for c, cfg, cid in stage}
@@ -270,12 +274,32 @@ class Grid:
                     bar.update(1)
                 if errors:
                     break
+        stop_watch.set()
         bar.close()
         if errors:
             raise OLHError("; ".join(errors))
         return list(self.done().values())
 
+    def _watch(self, bar, stop: threading.Event) -> None:
+        """Show what each running cell is doing (training step from its metrics.jsonl, or eval)."""
+        while not stop.wait(2.0):
+            parts = []
+            for cid, (phase, out, total) in list(self._status.items()):
+                if phase == "train":
+                    m = out / "metrics.jsonl"
+                    n = sum(1 for _ in open(m)) if m.exists() else 0
+                    parts.append(f"{cid[:8]} train {n}/{total}")
+                else:
+                    parts.append(f"{cid[:8]} {phase}")
+            bar.set_postfix_str(" | ".join(parts), refresh=True)
+
     def run_cell(self, cell: dict, cfg: RunConfig, cid: str, jobs: int) -> dict:
+        try:
+            return self._run_cell(cell, cfg, cid, jobs)
+        finally:
+            self._status.pop(cid, None)
+
+    def _run_cell(self, cell: dict, cfg: RunConfig, cid: str, jobs: int) -> dict:
         t0 = time.time()
         out = Path(cfg.train.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -286,11 +310,13 @@ class Grid:
             cfg_path = out / "cell_config.json"
             cfg.save(cfg_path)
             resume = ["--resume"] if (out / "checkpoint").exists() else []
+            self._status[cid] = ("train", out, cfg.train.max_steps)
             self._call(self._train_cmd(cfg_path, out, threads) + resume, log, "training")
             if (n := _steps_done(summary_path)) < cfg.train.max_steps:
                 raise OLHError(f"training stopped at step {n} of {cfg.train.max_steps} (interrupted?); "
                                f"rerun to resume it; log: {log}")
         summary = json.loads(summary_path.read_text())
+        self._status[cid] = ("lm-eval", out, 0)
         evals = self.evaluate(out, log, threads, cfg.train.device)
         row = {"cell_id": cid, "grid": self.spec["name"], "overrides": cell["overrides"], "seed": cell["seed"],
                "config": RunConfig.load(out / "checkpoint" / "config.json").to_dict(), "train": summary,

@@ -27,9 +27,15 @@ ALIGN_FIELDS = {"alpha", "divergence", "kl_direction", "scope", "target", "hidde
 HEADLINE = [
     ("LSM (SCE)", r"^olh_lsm/lsm$"),
     ("LSM (sym KL)", r"^olh_lsm/lsm_symkl$"),
+    ("LSM 2–4×L (SCE)", r"^olh_lsm_2x_4x/lsm$"),
+    ("LSM 2–4×L (sym KL)", r"^olh_lsm_2x_4x/lsm_symkl$"),
     ("mini-LC score", r"^olh_mini_lc/score$"),
+    ("mini-LC MC acc", r"^olh_mini_lc_mc/acc$"),
     ("LongBench-E", r"^olh_longbench_e/score$"),
 ]
+# long-context scores for the correlation, in order of preference (the paper's is LongBench-E); the
+# first one whose values differ across runs is used
+SCORE_PREFERENCE = ("LongBench-E", "mini-LC MC acc", "mini-LC score")
 PPL_KEY = re.compile(r"^olh_ppl_len_(\d+)x/token_perplexity$")
 
 
@@ -193,8 +199,9 @@ def write_report(grid_dir: str | Path) -> Path:
 
     # --- correlation of LSM and training loss with the long-context score, across every run
     lsm_key = next((k for c, k in cols if c == "LSM (SCE)"), None)
-    # the paper's score is LongBench-E: prefer it over our mini suite when both were run
-    score_key = next((k for want in ("LongBench-E", "mini-LC score") for c, k in cols if c == want), None)
+    present = [(c, k) for want in SCORE_PREFERENCE for c, k in cols if c == want]
+    spread = [(c, k) for c, k in present if len({value(r, k) for r in rows} - {None}) > 1]
+    score_key = (spread or present or [(None, None)])[0][1]
     plots = []
     if lsm_key and score_key:
         pts = [(value(r, lsm_key), value(r, score_key), value(r, "final_lm_loss")) for r in rows]
@@ -206,15 +213,17 @@ def write_report(grid_dir: str | Path) -> Path:
             md += [f"**Correlation with the long-context score** ({score_key}, {len(pts)} runs): "
                    f"LSM r = {fmt(r_lsm)}, final training loss r = {fmt(r_loss)} "
                    f"(paper, across pretrained models: |r| = 0.85 for LSM vs 0.62 for training loss).", ""]
-            fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
-            ax[0].scatter(lsm_v, score_v)
-            ax[0].set(xlabel="LSM (SCE)", ylabel=score_key, title=f"LSM vs score (r = {fmt(r_lsm)})")
-            ax[1].scatter(loss_v, score_v, color="tab:orange")
-            ax[1].set(xlabel="final training LM loss", ylabel=score_key, title=f"loss vs score (r = {fmt(r_loss)})")
-            fig.tight_layout()
-            fig.savefig(grid_dir / "lsm_vs_score.png", dpi=110)
-            plt.close(fig)
-            plots.append(("LSM and training loss vs long-context score", "lsm_vs_score.png"))
+            if r_lsm is not None or r_loss is not None:
+                fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+                ax[0].scatter(lsm_v, score_v)
+                ax[0].set(xlabel="LSM (SCE)", ylabel=score_key, title=f"LSM vs score (r = {fmt(r_lsm)})")
+                ax[1].scatter(loss_v, score_v, color="tab:orange")
+                ax[1].set(xlabel="final training LM loss", ylabel=score_key,
+                          title=f"loss vs score (r = {fmt(r_loss)})")
+                fig.tight_layout()
+                fig.savefig(grid_dir / "lsm_vs_score.png", dpi=110)
+                plt.close(fig)
+                plots.append(("LSM and training loss vs long-context score", "lsm_vs_score.png"))
 
     # --- perplexity vs context length, one line per group
     ppl_cols = [(int(PPL_KEY.match(k).group(1)), k) for _, k in cols if PPL_KEY.match(k)]
@@ -233,6 +242,7 @@ def write_report(grid_dir: str | Path) -> Path:
         ax.set(xscale="log", xlabel="context length (× training length L)", ylabel="token perplexity",
                title=f"{name}: perplexity vs context length")
         ax.set_xticks([m for m, _ in ppl_cols], [f"{m}×" for m, _ in ppl_cols])
+        ax.minorticks_off()
         ax.axvspan(0.9, 1.1, color="grey", alpha=0.15)
         ax.legend(fontsize=7)
         fig.tight_layout()
