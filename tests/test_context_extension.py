@@ -1,0 +1,58 @@
+"""Context extension (issue 9): RoPE scaling is saved with the checkpoint and applied identically by the
+trainer's model and by the `ol` lm-eval model."""
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from olharness.model import OLM
+from tests.conftest_olh import olh_ckpts, olh_offline_env  # noqa: F401  (fixtures)
+from trainer.checkpoint import load_model
+from trainer.models import ROPE_SCALING
+
+TEXT = "Anne Elliot had been forced into prudence in her youth, she learned romance as she grew older."
+
+
+def scaled_copy(src, dst, method, scale=4.0):
+    shutil.copytree(src, dst)
+    p = dst / "checkpoint/config.json"
+    cfg = json.loads(p.read_text())
+    cfg["model"].update(rope_scaling=method, rope_scale=scale)
+    p.write_text(json.dumps(cfg))
+    return dst
+
+
+@pytest.mark.parametrize("method", ROPE_SCALING.names())
+def test_ol_scores_a_scaled_checkpoint_exactly_as_the_trainer_model(olh_ckpts, tmp_path, method):
+    run = scaled_copy(olh_ckpts["decoder"], tmp_path / "run", method)
+    model, cfg, tok = load_model(run)  # what the trainer builds from this config
+    assert cfg.model.rope_scaling == method
+    lm = OLM(pretrained=str(run), device="cpu", batch_size=1)
+    assert lm.model.pe.pos_scale == model.pe.pos_scale
+    torch.testing.assert_close(lm.model.pe.inv_freq, model.pe.inv_freq)
+    ids = tok.encode(TEXT)
+    with torch.no_grad():  # rolling log-likelihood = every token scored from EOS + all its left context
+        logp = F.log_softmax(model(torch.tensor([[tok.eos_id] + ids[:-1]])).float(), -1)[0]
+    direct = float(logp.gather(1, torch.tensor(ids)[:, None]).sum())
+    (rolled,) = lm.loglikelihood_rolling([type("R", (), {"args": (TEXT,)})()], disable_tqdm=True)
+    assert rolled == pytest.approx(direct, abs=1e-4)
+
+
+def test_scaling_changes_long_positions_but_pi_keeps_relative_order(olh_ckpts, tmp_path):
+    base, _, tok = load_model(olh_ckpts["decoder"])
+    x = torch.tensor([tok.encode(TEXT)])
+    outs = {}
+    for m in ROPE_SCALING.names():
+        run = scaled_copy(olh_ckpts["decoder"], tmp_path / m, m)
+        model, _, _ = load_model(run)
+        with torch.no_grad():
+            outs[m] = model(x)
+    with torch.no_grad():
+        torch.testing.assert_close(outs["none"], base(x))
+    for m in ("pi", "ntk", "abf"):  # every method really changes the computation
+        assert (outs[m] - outs["none"]).abs().max() > 1e-4, m
+    # position 0 has no rotation under any method: its logits are identical everywhere
+    for m in ("pi", "ntk", "abf"):
+        torch.testing.assert_close(outs[m][:, 0], outs["none"][:, 0], atol=1e-5, rtol=1e-5)
