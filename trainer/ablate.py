@@ -288,9 +288,9 @@ class Grid:
                 if phase == "train":
                     m = out / "metrics.jsonl"
                     n = sum(1 for _ in open(m)) if m.exists() else 0
-                    parts.append(f"{cid[:8]} train {n}/{total}")
+                    parts.append(f"{cid.replace('pretrain-', 'pre-')[:12]} train {n}/{total}")
                 else:
-                    parts.append(f"{cid[:8]} {phase}")
+                    parts.append(f"{cid.replace('pretrain-', 'pre-')[:12]} {phase}")
             bar.set_postfix_str(" | ".join(parts), refresh=True)
 
     def run_cell(self, cell: dict, cfg: RunConfig, cid: str, jobs: int) -> dict:
