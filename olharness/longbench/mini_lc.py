@@ -23,6 +23,17 @@ the 1x bucket just ``length <= l_train``):
     key.`` at a random depth; the prompt ends with ``... The pass key is`` and the answer is the
     five-digit key. Scored with the count score (fraction of the numbers in the prediction equal to
     the key), so a trailing sentence does not hurt but guessing several numbers does.
+
+The likelihood-scored multiple-choice twin (``olh_mini_lc_mc``, :func:`mc_choices`) scores the same
+rows and prompts by comparing the loglikelihood of a few continuations (`` 3``, `` 48213``): up to
+``MC_K = 4`` choices per row, drawn from ``random.Random(f"{seed}:mc:{_id}")`` (so the rows stay
+identical to the generation tasks'). Retrieval: the gold paragraph number and up to 3 other numbers
+of the row's paragraphs. Count: 4 consecutive integers holding the gold count at a seeded position
+(moved up so the smallest is 1). Passkey: the key, one near miss (one digit changed) and two random
+five-digit keys, none of which occurs in the prompt. Besides the plain accuracy it reports a
+calibrated one: the choice whose loglikelihood the context raises most over the same prompt with an
+empty context (:func:`render_prompt_without_context`), which cancels the model's prior over the
+answer strings.
 """
 
 from __future__ import annotations
@@ -65,6 +76,7 @@ STOP_STRINGS: dict[str, list[str]] = {d: ["\n"] for d in MINI_DATASETS}
 PASSKEY_QUESTION = "What is the pass key?"
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 MIN_BLOCK_WORDS = 8
+MC_K = 4  # choices per row of the multiple-choice twin (fewer when a row has fewer candidates)
 
 
 def generation_kwargs(dataset: str) -> dict:
@@ -78,6 +90,12 @@ def generation_kwargs(dataset: str) -> dict:
 
 def render_prompt(dataset: str, row: dict) -> str:
     return PROMPTS[dataset].format(**row)
+
+
+def render_prompt_without_context(dataset: str, row: dict) -> str:
+    """The prompt with an empty ``context`` (the question without the evidence): the baseline of
+    the multiple-choice twin's calibrated accuracy."""
+    return PROMPTS[dataset].format(context="", input=row["input"])
 
 
 def length_bucket(length: int, l_train: int) -> str:
@@ -382,6 +400,59 @@ def build_mini_lc(
     return rows
 
 
+# ------------------------------------------------------------------ multiple-choice twin (olh_mini_lc_mc)
+_PARA_LABEL = re.compile(r"(?:^|\n\n)Paragraph (\d+): ")
+
+
+def mc_choices(row: dict, seed: int, k: int = MC_K) -> tuple[list[str], int]:
+    """``(choices, gold)`` of one row for likelihood scoring: continuations of the prompt, each
+    starting with a space (`` 3``, `` 48213``), in a seeded random order; ``choices[gold]`` is the
+    answer, which occurs exactly once. Deterministic in ``(seed, row["_id"], row)``.
+
+    - ``mini_passage_retrieval``: the gold paragraph number and ``k - 1`` others drawn uniformly
+      from the row's paragraphs (all of them when there are fewer than ``k``; chance ``1/#choices``).
+    - ``mini_passage_count``: the ``k`` consecutive integers ``lo .. lo + k - 1`` holding the gold
+      count at a uniform position, moved up so that ``lo >= 1``.
+    - ``mini_passkey``: the key, a near miss (the key with one digit changed; position and new digit
+      uniform, no leading zero) and ``k - 2`` uniform random five-digit keys; no distractor occurs in
+      the prompt.
+    """
+    d = row["dataset"]
+    rng = random.Random(f"{seed}:mc:{row['_id']}")
+    if d == "mini_passage_retrieval":
+        gold = int(row["answers"][0].split()[-1])
+        labels = [int(x) for x in _PARA_LABEL.findall(row["context"])]
+        others = [i for i in labels if i != gold]
+        if gold not in labels or len(others) != len(labels) - 1:
+            raise DataError(f"mini_lc: row {row['_id']} has no single paragraph {gold}")
+        values = [gold, *rng.sample(others, min(k - 1, len(others)))]
+    elif d == "mini_passage_count":
+        gold = int(row["answers"][0])
+        lo = max(1, gold - rng.randrange(k))
+        values = [gold, *(v for v in range(lo, lo + k) if v != gold)]
+    elif d == "mini_passkey":
+        gold = int(row["answers"][0])
+        prompt = render_prompt(d, row)
+        key = str(gold)
+        values = [gold]
+        while len(values) < 2:  # the near miss
+            pos = rng.randrange(len(key))
+            digit = rng.choice([c for c in "0123456789" if c != key[pos] and (pos or c != "0")])
+            near = int(key[:pos] + digit + key[pos + 1 :])
+            if str(near) not in prompt:
+                values.append(near)
+        while len(values) < k:
+            v = rng.randint(10000, 99999)
+            if v not in values and str(v) not in prompt:
+                values.append(v)
+    else:
+        raise DataError(f"mini_lc: unknown dataset {d!r}; known: {', '.join(MINI_DATASETS)}")
+    order = list(range(len(values)))
+    rng.shuffle(order)
+    choices = [f" {values[i]}" for i in order]
+    return choices, order.index(0)
+
+
 # ------------------------------------------------------------------------- metadata-driven loading
 def make_token_counter(tokenizer: str | None) -> tuple[Callable[[str], int], str]:
     """A token counter from a sentencepiece ``.model`` file, or whitespace words when ``None``."""
@@ -517,6 +588,15 @@ def _cached_rows(texts_spec, counter_key, l_train, seed, n, dataset, para_tokens
     return rows, f"texts={texts_desc}; tokens={tok_desc}; l_train={l_train}; seed={seed}; n_per_bucket={n}"
 
 
+def mini_seed(metadata: dict | None) -> int:
+    """The suite's seed: ``mini_lc_seed``, else ``seed``, else 0."""
+    md = metadata or {}
+    try:
+        return int(md.get("mini_lc_seed", md.get("seed", 0)))
+    except (TypeError, ValueError) as err:
+        raise DataError(f"olh_mini_lc: bad metadata value ({err})") from None
+
+
 def load_mini_rows(dataset: str, metadata: dict | None) -> tuple[list[dict], str, int]:
     """Rows of one mini dataset from task metadata. Keys: ``mini_lc_l_train`` (else ``l_train``, or
     ``run_dir`` / ``pretrained`` of one of our runs; lets a grid score LSM/PPL at one length and the
@@ -526,8 +606,8 @@ def load_mini_rows(dataset: str, metadata: dict | None) -> tuple[list[dict], str
     Returns ``(rows, description, l_train)``."""
     md = dict(metadata or {})
     l_train = int(md["mini_lc_l_train"]) if md.get("mini_lc_l_train") else resolve_l_train(md)
+    seed = mini_seed(md)
     try:
-        seed = int(md.get("mini_lc_seed", md.get("seed", 0)))
         n = int(md.get("mini_lc_n", 20))
         para = md.get("mini_lc_para_tokens")
         para = int(para) if para not in (None, "") else None

@@ -17,6 +17,21 @@ Metrics reported per task (``higher_is_better``; all x100, like THUDM):
 
 ``process_results`` returns ``(bucket, score)`` pairs for the bucket metrics; their aggregation
 functions keep only the pairs of their own bucket. No standard errors are computed (``N/A``).
+
+The mini suite's likelihood-scored multiple-choice twin (``MiniLCMCTask``, ``tasks/mini_lc/*_mc*``)
+reports instead (fractions, not x100):
+
+``acc``
+    accuracy: the choice of highest summed loglikelihood is the gold one (ties go to the first
+    choice), mean over all rows (with lm-eval's standard error);
+``acc_<bucket>``
+    the same over the rows of one bucket (``1x`` .. ``8x``), NaN for an empty bucket;
+``acc_calib``, ``acc_calib_<bucket>``
+    calibrated accuracy: the gold choice is the one whose loglikelihood the context raises most,
+    ``argmax_c [log p(c | prompt) - log p(c | prompt with an empty context)]``; cancels the model's
+    prior over the answer strings (small models' plain ``acc`` mostly measures that prior);
+``chance``
+    the accuracy a uniform random guess expects: mean of ``1 / number of choices``.
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from collections.abc import Callable
 
 import datasets
 
+from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 from olharness.longbench import mini_lc, protocol
 from olharness.longbench.loading import load_longbench_rows
@@ -186,3 +202,94 @@ class MiniLCTask(_LongStyleTask):
 
     def _score(self, doc: dict, prediction: str) -> float:
         return score_row(mini_lc.METRICS[self.dataset_key], prediction, doc["answers"], doc["all_classes"])
+
+
+def _mean(items) -> float:
+    """Plain mean over all rows (no standard error)."""
+    items = [float(x) for x in items]
+    return sum(items) / len(items) if items else float("nan")
+
+
+def _make_mc_bucket_agg(bucket: str) -> Callable:
+    def agg(items) -> float:
+        vals = [float(s) for b, s in items if b == bucket]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    agg.__name__ = agg.__qualname__ = f"agg_acc_bucket_{bucket}"
+    agg.__doc__ = f"Accuracy over the rows of bucket {bucket!r}; NaN if there are none."
+    return agg
+
+
+MC_AGGREGATIONS: dict[str, Callable] = {f"acc_{b}": _make_mc_bucket_agg(b) for b in mini_lc.BUCKETS}
+
+
+def _mc_metric_list(buckets) -> list[dict]:
+    out = []
+    for acc in ("acc", "acc_calib"):
+        out.append({"metric": acc, "aggregation": "mean", "higher_is_better": True})
+        out += [{"metric": f"{acc}_{b}", "aggregation": MC_AGGREGATIONS[f"acc_{b}"], "higher_is_better": True}
+                for b in buckets]
+    return [*out, {"metric": "chance", "aggregation": _mean, "higher_is_better": True}]
+
+
+def _argmax(values: list[float]) -> int:
+    """Index of the largest value; ties go to the first."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+class MiniLCMCTask(MiniLCTask):
+    """Likelihood-scored multiple-choice twin of one mini dataset (``olh_mini_lc_mc_*``).
+
+    The same rows, prompts and metadata as :class:`MiniLCTask`; each row gets seeded choices
+    (``mini_lc.mc_choices``: continuations starting with a space, the gold one exactly once) stored
+    in the columns ``choices`` and ``gold``. Requests (lm-eval's ``multiple_choice`` output type):
+    one ``loglikelihood`` per choice after the prompt, then one per choice after the prompt with an
+    empty context (short; for ``acc_calib``). The predicted choice is the one of highest summed
+    loglikelihood (no length normalisation). Metrics: ``acc``, ``acc_1x`` .. ``acc_8x``,
+    ``acc_calib``, ``acc_calib_1x`` .. ``acc_calib_8x``, ``chance``.
+    """
+
+    def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
+        cfg = dict(config or {})
+        cfg.setdefault("output_type", "multiple_choice")
+        cfg.setdefault("doc_to_choice", "choices")
+        cfg.setdefault("doc_to_target", "gold")
+        cfg.setdefault("target_delimiter", "")  # the choices carry their leading space
+        cfg.setdefault("metric_list", _mc_metric_list(self.BUCKETS))
+        super().__init__(data_dir, cache_dir, download_mode, config=cfg)
+
+    def _generation_kwargs(self) -> dict | None:
+        return None
+
+    def _load_rows(self, metadata: dict) -> list[dict]:
+        rows = super()._load_rows(metadata)
+        seed = mini_lc.mini_seed(metadata)
+        for r in rows:
+            r["choices"], r["gold"] = mini_lc.mc_choices(r, seed)
+        return rows
+
+    def construct_requests(self, doc, ctx, **kwargs):
+        reqs = super().construct_requests(doc, ctx, **kwargs)
+        base = mini_lc.render_prompt_without_context(self.dataset_key, doc)
+        n = len(reqs)
+        return reqs + [
+            Instance(request_type=r.request_type, doc=r.doc, arguments=(base, *r.arguments[1:]), idx=n + i,
+                     metadata=r.metadata)  # fmt: skip
+            for i, r in enumerate(reqs)
+        ]
+
+    def _process_results(self, doc: dict, results: list) -> dict:
+        n = len(doc["choices"])
+        lls = [float(r[0]) for r in results]
+        if len(lls) != 2 * n:
+            raise ValueError(f"{self.config.task}: expected {2 * n} loglikelihoods for {doc['_id']}, got {len(lls)}")
+        acc = float(_argmax(lls[:n]) == doc["gold"])
+        calib = float(_argmax([a - b for a, b in zip(lls[:n], lls[n:])]) == doc["gold"])
+        bucket = self._bucket(doc)
+        return {
+            "acc": acc,
+            **{f"acc_{b}": (bucket, acc) for b in self.BUCKETS},
+            "acc_calib": calib,
+            **{f"acc_calib_{b}": (bucket, calib) for b in self.BUCKETS},
+            "chance": 1 / n,
+        }
