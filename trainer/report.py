@@ -228,23 +228,25 @@ def write_report(grid_dir: str | Path) -> Path:
     # --- perplexity vs context length, one line per group
     ppl_cols = [(int(PPL_KEY.match(k).group(1)), k) for _, k in cols if PPL_KEY.match(k)]
     if ppl_cols:
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        for key, grp in groups.items():
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        series = [(", ".join(f"{f}={v}" for f, v in key), grp, {}) for key, grp in groups.items()]
+        if pre_rows:  # where the cells started from
+            series.append(("pretrained start", pre_rows, {"color": "black", "linestyle": "--"}))
+        for label, grp, style in series:
             xs, ms, ss = [], [], []
             for mult, k in ppl_cols:
                 vals = [v for v in (value(r, k) for r in grp) if v is not None]
                 if vals:
                     m, s = mean_std(vals)
                     xs.append(mult), ms.append(m), ss.append(s)
-            if not xs:
-                continue
-            ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=", ".join(f"{f}={v}" for f, v in key))
+            if xs:
+                ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=label, **style)
         ax.set(xscale="log", xlabel="context length (× training length L)", ylabel="token perplexity",
                title=f"{name}: perplexity vs context length")
         ax.set_xticks([m for m, _ in ppl_cols], [f"{m}×" for m, _ in ppl_cols])
         ax.minorticks_off()
         ax.axvspan(0.9, 1.1, color="grey", alpha=0.15)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(grid_dir / "ppl_vs_length.png", dpi=110)
         plt.close(fig)
