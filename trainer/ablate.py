@@ -140,15 +140,19 @@ def _check_fields(d: dict, where: str, allow=()) -> None:
             raise OLHError(f"{where}: unknown config field '{k}' (see python -m trainer.train --help)")
 
 
-def expand(spec: dict) -> list[dict]:
-    """Every cell as {'overrides': {...}, 'seed': s}; overrides exclude the seed."""
-    combos = []
+def combos(spec: dict) -> list[dict]:
+    """The overrides of every cell (without seeds): the product of the axes, then the explicit cells."""
+    out = []
     if spec["axes"]:
         keys = list(spec["axes"])
-        combos += [dict(zip(keys, vals)) for vals in itertools.product(*(spec["axes"][k] for k in keys))]
-    combos += [dict(c) for c in spec["cells"]]
+        out += [dict(zip(keys, vals)) for vals in itertools.product(*(spec["axes"][k] for k in keys))]
+    return out + [dict(c) for c in spec["cells"]]
+
+
+def expand(spec: dict) -> list[dict]:
+    """Every cell as {'overrides': {...}, 'seed': s}; overrides exclude the seed."""
     out, seen = [], set()
-    for c in combos:
+    for c in combos(spec):
         for s in spec["seeds"]:
             key = json.dumps([c, s], sort_keys=True)
             if key not in seen:

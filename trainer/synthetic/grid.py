@@ -31,23 +31,23 @@ seeds, and the paired difference to the `identity` reparam).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from trainer.ablate import combos
 from trainer.config import ModelConfig, _field_type
 from trainer.errors import OLHError
 from trainer.models import CELLS, MODELS, POSITIONAL, ROPE_SCALING
+from trainer.report import mean_std
 from trainer.synthetic.regularizer import SCALAR_DIVERGENCES
 from trainer.synthetic.reparam import REPARAMS
 from trainer.synthetic.run import (EXTRA_KEYS, MODEL_DEFAULTS, MODEL_FLAGS, ROW_KEYS, Job, SyntheticConfig,
-                                   expand_grid, plot, report_lengths, run_job, validate)
+                                   expand_grid, plot, report_lengths, run_job, validate, write_rows)
 from trainer.synthetic.tasks import TASKS
 
 SPEC_KEYS = ("kind", "name", "description", "base", "seeds", "axes", "cells")
@@ -165,16 +165,6 @@ def _value(k: str, v, where: str, allow_base_only: bool = False):
         except OLHError as e:
             raise OLHError(f"{where}: {e}") from None
     return v
-
-
-def combos(spec: dict) -> list[dict]:
-    """The overrides of every cell (without seeds): the product of the axes, then the explicit cells."""
-    out = []
-    if spec["axes"]:
-        keys = list(spec["axes"])
-        out += [dict(zip(keys, vals)) for vals in itertools.product(*(spec["axes"][k] for k in keys))]
-    out += [dict(c) for c in spec["cells"]]
-    return out
 
 
 def resolve(spec: dict, overrides: dict, seed: int, threads: int = 1) -> tuple[Job, SyntheticConfig]:
@@ -341,26 +331,15 @@ def write_results(spec: dict, grid_dir: Path, cells: list[Cell], done: dict) -> 
     """results.csv and results.jsonl: the per-length rows of the grid's finished runs."""
     extras = extra_fields(cells)
     cols = list(ROW_KEYS) + list(EXTRA_KEYS) + extras + ["cell_id"]
-    rows = _rows(cells, done, extras)
-    with open(grid_dir / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r[k] for k in cols})
-    with open(grid_dir / "results.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps({k: r[k] for k in cols}) + "\n")
+    write_rows(_rows(cells, done, extras), grid_dir, cols)
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
 
 def _ms(xs: list[float]) -> str:
     if not xs:
         return "—"
-    m, s = _mean_std(xs)
+    m, s = mean_std(xs)
     return f"{m:.3g} ± {s:.2g}"
 
 

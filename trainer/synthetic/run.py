@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from trainer.config import ModelConfig, _convert, _field_help, _field_type
 from trainer.errors import OLHError
 from trainer.models import CELLS, MODELS, POSITIONAL, ROPE_SCALING
+from trainer.report import mean_std
 from trainer.synthetic.model import POOLS, VOCAB_SIZE, ScalarModel
 from trainer.synthetic.regularizer import SCALAR_DIVERGENCES, draw_extra
 from trainer.synthetic.reparam import REPARAMS
@@ -338,8 +339,9 @@ def run_grid(jobs: list[Job], cfg: SyntheticConfig, log=print) -> tuple[list[dic
 
 
 # ------------------------------------------------------------------------------------- outputs
-def write_rows(rows: list[dict], out: Path) -> None:
-    cols = list(ROW_KEYS) + list(EXTRA_KEYS)
+def write_rows(rows: list[dict], out: Path, cols: list[str] | None = None) -> None:
+    """results.csv and results.jsonl with the given columns (default: the row schema)."""
+    cols = cols or list(ROW_KEYS) + list(EXTRA_KEYS)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -358,11 +360,6 @@ def _group(rows: list[dict]) -> dict:
     return g
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
-
 
 def summary_table(rows: list[dict], cfg: SyntheticConfig) -> str:
     """Markdown: MSE at each report length (and averaged over the training range), mean ± std over seeds."""
@@ -375,12 +372,12 @@ def summary_table(rows: list[dict], cfg: SyntheticConfig) -> str:
         cells = [t, a, p, r, str(seeds)]
         if len(inr):
             per_seed = [sum(by_len[n][i] for n in inr) / len(inr) for i in range(seeds)]
-            m, s = _mean_std(per_seed)
+            m, s = mean_std(per_seed)
             cells.append(f"{m:.3g} ± {s:.2g}")
         else:
             cells.append("-")
         for n in rl:
-            m, s = _mean_std(by_len[n])
+            m, s = mean_std(by_len[n])
             cells.append(f"{m:.3g} ± {s:.2g}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
