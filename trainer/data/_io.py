@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from trainer.errors import DataError
+
 
 def _default_mode() -> int:
     mask = os.umask(0)
@@ -30,3 +32,17 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_nonempty(path: Path, what: str) -> bytes:
+    """The bytes of ``path``; ``DataError`` naming ``what`` and the path if it is missing,
+    unreadable or empty."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise DataError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if not data:
+        raise DataError(f"{what} {path} is empty")
+    return data

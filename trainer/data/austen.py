@@ -27,7 +27,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from trainer.data._io import atomic_write
+from trainer.data._io import atomic_write, read_nonempty
 from trainer.errors import DataError
 
 PACKAGE = "r-cran-janeaustenr"
@@ -180,14 +180,7 @@ def read_rdata_rdb(path: str | os.PathLike) -> dict[str, str]:
     missing, truncated or corrupt file, or on one without any character vector.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"R data file {path} does not exist") from None
-    except OSError as e:
-        raise DataError(f"cannot read R data file {path}: {e.strerror or e}") from None
-    if not data:
-        raise DataError(f"R data file {path} is empty")
+    data = read_nonempty(path, "R data file")
     books: dict[str, str] = {}
     for i, chunk in enumerate(_split_chunks(data, path)):
         lines = _parse_strsxp(chunk, path, i)

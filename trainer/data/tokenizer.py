@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data._io import atomic_write
+from trainer.data._io import atomic_write, read_nonempty
 from trainer.errors import DataError
 
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
@@ -146,14 +146,7 @@ class Tokenizer:
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load a ``.model`` file; ``DataError`` if it is missing or not a sentencepiece model."""
         path = Path(path)
-        try:
-            proto = path.read_bytes()
-        except FileNotFoundError:
-            raise DataError(f"tokenizer file {path} does not exist") from None
-        except OSError as e:
-            raise DataError(f"cannot read tokenizer file {path}: {e.strerror or e}") from None
-        if not proto:
-            raise DataError(f"tokenizer file {path} is empty")
+        proto = read_nonempty(path, "tokenizer file")
         return cls(proto, path)
 
     # -- use -------------------------------------------------------------------------------
