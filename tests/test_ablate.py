@@ -130,6 +130,31 @@ def test_int_and_float_spellings_are_one_cell(tmp_path):
     assert cell_id(cells[0][1]) == cells[0][2]
 
 
+# ids of grids/demo.yaml's cells: a change to what a cell id hashes would make every finished grid rerun
+DEMO_IDS = ["b94cf3df73c9", "e118963fd5b2", "a5f56f1809f2", "8c094c03c726"]
+
+
+def test_cell_ids_are_stable_and_ignore_new_fields_at_their_default(tmp_path, monkeypatch):
+    """A cell id hashes only the fields that differ from the defaults: a release that adds a config
+    field with a default keeps every finished cell's id; setting the new field makes a new cell."""
+    import dataclasses
+
+    from trainer import config
+    spec = load_spec(REPO / "grids" / "demo.yaml")
+    assert [cid for *_, cid in Grid(spec, tmp_path).cells()] == DEMO_IDS
+    new = dataclasses.field(default=0.5)
+    new.name, new.type = "new_knob", "float"
+    monkeypatch.setitem(config.FIELD_INDEX, "new_knob", ("align", new))
+    monkeypatch.setattr(config.AlignConfig, "new_knob", 0.5, raising=False)
+    assert [cid for *_, cid in Grid(spec, tmp_path).cells()] == DEMO_IDS
+    spec["axes"]["new_knob"] = [0.7]
+    assert not {cid for *_, cid in Grid(spec, tmp_path).cells()} & set(DEMO_IDS)
+    # runtime fields (paths, threads, logging) are not part of the id
+    cfg = Grid(load_spec(REPO / "grids" / "demo.yaml"), tmp_path).cells()[0][1]
+    cfg.train.threads, cfg.train.log_every, cfg.train.out = 7, 3, "elsewhere"
+    assert cell_id(cfg) == DEMO_IDS[0]
+
+
 BAD_SPECS = {
     "unknown top-level key": (TINY_GRID + "bogus: 1\n", "unknown key(s) bogus"),
     "unknown config field in base": (TINY_GRID.replace("max_steps: 4", "max_stepz: 4"),

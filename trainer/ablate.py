@@ -42,7 +42,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from trainer.config import FIELD_INDEX, PRESETS, RunConfig, preset
+from trainer.config import FIELD_INDEX, PRESETS, RunConfig, hashed_fields, preset
 from trainer.errors import OLHError
 
 SPEC_KEYS = {"name", "base", "seeds", "axes", "cells", "eval", "launcher", "description", "report", "pretrain"}
@@ -184,11 +184,9 @@ def _coerce(key: str, v):
 
 
 def cell_id(cfg: RunConfig) -> str:
-    d = cfg.to_dict()
-    for k in ("out", "resume", "log_every", "save_every", "threads", "device"):
-        d["train"].pop(k, None)
-    d["model"].pop("vocab_size", None)  # set from the trained tokenizer
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    """12 hex digits of a hash of the fields that define the cell's results and differ from the
+    defaults (trainer/config.py: hashed_fields), so adding a config field keeps finished grids valid."""
+    return hashlib.sha1(json.dumps(hashed_fields(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------ running

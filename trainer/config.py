@@ -18,6 +18,21 @@ from pathlib import Path
 
 from trainer.errors import OLHError
 
+# What a field *is* lives on the field (dataclasses.field(metadata=...)), so no other file keeps a
+# list of field names. `role`:
+#   setting  (the default) changes what a run computes: part of a cell id, fixed once a run started
+#   resume   changes the numbers but may change on --resume (train longer, switch backend)
+#   run      where or how a run executes (paths, logging, threads, device): never changes its numbers,
+#            not part of a cell id, may change on --resume
+#   derived  the run may replace the requested value (sentencepiece can stop short of vocab_size):
+#            the request is hashed, the checkpoint's value is not compared on --resume
+# `factor=False` keeps a field out of the report's grouping (init_from differs per seed by construction).
+# Report groups compare a treatment with its alpha = 0 baseline: the treatment is the `align` section.
+
+
+def _f(default, **meta):
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class ModelConfig:
@@ -27,7 +42,7 @@ class ModelConfig:
     """Positional encoding for decoder/encdec: nope, learned, sinusoidal, rope, alibi (ignored by rnn)."""
     cell: str = "lstm"
     """Recurrent cell for arch=rnn: lstm or gru."""
-    vocab_size: int = 2000
+    vocab_size: int = _f(2000, role="derived")
     """Tokenizer vocabulary size (the sentencepiece model is trained to this size)."""
     d_model: int = 128
     """Width of the residual stream / RNN hidden state."""
@@ -103,7 +118,7 @@ class AlignConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 600
+    max_steps: int = _f(600, role="resume")
     """Optimizer steps."""
     batch_size: int = 16
     """Sequences per step per process."""
@@ -119,23 +134,23 @@ class TrainConfig:
     """Gradient-norm clip; 0 disables."""
     seed: int = 0
     """Seeds model init, data sampler and l_extra draws."""
-    log_every: int = 10
+    log_every: int = _f(10, role="run")
     """Steps between progress-bar/console updates (metrics.jsonl gets every step)."""
-    save_every: int = 0
+    save_every: int = _f(0, role="run")
     """Steps between checkpoints; 0 saves only at the end."""
-    out: str = "runs/default"
+    out: str = _f("runs/default", role="run")
     """Run directory: checkpoint/, metrics.jsonl, config.json."""
-    deepspeed: str = ""
+    deepspeed: str = _f("", role="resume")
     """DeepSpeed JSON config (ds_configs/zero*.json); empty trains with plain torch."""
-    resume: bool = False
+    resume: bool = _f(False, role="run")
     """Continue from the checkpoint in --out (bit-identical on CPU)."""
-    init_from: str = ""
+    init_from: str = _f("", factor=False)
     """Start from another run's weights (new optimizer); tokenizer and architecture come from it."""
-    device: str = "auto"
+    device: str = _f("auto", role="run")
     """cpu, cuda, or auto."""
     dtype: str = "auto"
     """float32, bfloat16, or auto (bf16 on GPUs that support it, float32 on CPU)."""
-    threads: int = 0
+    threads: int = _f(0, role="run")
     """torch intra-op threads on CPU; 0 leaves torch's default."""
 
 
@@ -208,6 +223,43 @@ for _sec, _cls in SECTIONS.items():
     for _f in fields(_cls):
         assert _f.name not in FIELD_INDEX, f"duplicate config field {_f.name}"
         FIELD_INDEX[_f.name] = (_sec, _f)
+
+
+def role(name: str) -> str:
+    """The field's role (see the top of this file): setting, resume, run or derived."""
+    return FIELD_INDEX[name][1].metadata.get("role", "setting")
+
+
+def resumable(name: str) -> bool:
+    """May this field differ between a run and its --resume?"""
+    return role(name) != "setting"
+
+
+def is_factor(name: str) -> bool:
+    """Is this field a grouping factor of a grid report (settings, not paths or runtime knobs)?"""
+    return role(name) != "run" and FIELD_INDEX[name][1].metadata.get("factor", True)
+
+
+def is_treatment(name: str) -> bool:
+    """Part of the alignment treatment (the `align` section): a report compares it with alpha = 0."""
+    return FIELD_INDEX.get(name, ("",))[0] == "align"
+
+
+def resume_conflicts(cfg: "RunConfig", saved: "RunConfig") -> list[str]:
+    """Fields that --resume may not change but `cfg` sets differently from the checkpoint's `saved`."""
+    return [k for k, (sec, _) in FIELD_INDEX.items()
+            if not resumable(k) and getattr(getattr(cfg, sec), k) != getattr(getattr(saved, sec), k)]
+
+
+def hashed_fields(cfg: "RunConfig") -> dict:
+    """The fields that define a cell's results and differ from the dataclass defaults: a cell id hashes
+    only these, so a new field with a default leaves every finished grid's ids unchanged."""
+    out = {}
+    for k, (sec, f) in FIELD_INDEX.items():
+        v = getattr(getattr(cfg, sec), k)
+        if role(k) != "run" and v != f.default:
+            out[k] = v
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

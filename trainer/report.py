@@ -17,11 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-# fields that define "the alignment treatment"; the baseline of a group is the group with alpha = 0
-# and the same values of every other varying field
-ALIGN_FIELDS = {"alpha", "divergence", "kl_direction", "scope", "target", "hidden_layers", "hidden_weight",
-                "alpha_schedule", "alpha_start", "alpha_warmup", "alpha_milestones", "alpha_len_p", "l_test",
-                "extra_frac", "detach_long", "pair_windows"}
+from trainer.config import FIELD_INDEX, is_factor, is_treatment
 
 # (column label, regex over flattened metric keys 'task/metric'); first match wins
 HEADLINE = [
@@ -66,8 +62,7 @@ def _fmt(v) -> str:
 
 
 def varying_fields(rows: list[dict]) -> list[str]:
-    # init_from differs per seed by construction (each seed has its own pretrained run): not a factor
-    keys = sorted({k for r in rows for k in r["overrides"] if k != "init_from"})
+    keys = sorted({k for r in rows for k in r["overrides"] if k not in FIELD_INDEX or is_factor(k)})
     return [k for k in keys if len({json.dumps(r["overrides"].get(k)) for r in rows}) > 1] or keys
 
 
@@ -102,9 +97,9 @@ def is_baseline(rows: list[dict]) -> bool:
 def baseline_for(key: tuple, groups: dict) -> tuple | None:
     """The baseline group with the same non-alignment settings; among several (e.g. alpha = 0 crossed
     with a divergence axis, which alpha = 0 ignores), the one sharing most alignment settings."""
-    rest = tuple((f, v) for f, v in key if f not in ALIGN_FIELDS)
+    rest = tuple((f, v) for f, v in key if not is_treatment(f))
     cands = [k for k in groups
-             if is_baseline(groups[k]) and tuple((f, v) for f, v in k if f not in ALIGN_FIELDS) == rest]
+             if is_baseline(groups[k]) and tuple((f, v) for f, v in k if not is_treatment(f)) == rest]
     return max(cands, key=lambda k: sum(a == b for a, b in zip(k, key)), default=None)
 
 

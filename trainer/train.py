@@ -28,12 +28,9 @@ from safetensors.torch import load_file
 
 from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_model, load_state_into,
                                 load_training_state, save_checkpoint)
-from trainer.config import PRESETS, RunConfig, build_parser, config_from_namespace
+from trainer.config import PRESETS, RunConfig, build_parser, config_from_namespace, resume_conflicts
 from trainer.errors import OLHError
 from trainer.models import CELLS, MODELS, POSITIONAL, ROPE_SCALING, build_model, check_positions
-
-# train fields that may differ between a run and its --resume (everything else must match)
-RESUMABLE = {"max_steps", "log_every", "save_every", "resume", "device", "threads", "deepspeed"}
 
 
 def registry_choices() -> dict[str, str]:
@@ -169,9 +166,7 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
             raise OLHError(f"{out} already holds a checkpoint; pass --resume to continue it or pick another --out")
         resume_from = checkpoint_dir(out)
         saved = RunConfig.load(resume_from / "config.json")
-        diff = [k for sec in ("model", "data", "align", "train") for k, v in vars(getattr(cfg, sec)).items()
-                if k not in RESUMABLE and getattr(getattr(saved, sec), k) != v
-                and not (k == "vocab_size")]
+        diff = resume_conflicts(cfg, saved)  # the fields' roles in trainer/config.py say what may change
         if diff:
             raise OLHError(f"--resume with a config that differs from the checkpoint's in: {', '.join(diff)}")
     elif cfg.train.resume:
