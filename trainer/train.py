@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,17 +151,28 @@ def check_lengths(model, cfg: RunConfig, obj: Objective) -> None:
 
 
 # ------------------------------------------------------------------------------------------- main
-def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> dict:
-    """Run training to cfg.train.max_steps; returns the end-of-run summary. Ctrl-C (SIGINT) or
-    `stop_at` ends the run early after writing a checkpoint that --resume continues exactly."""
-    from trainer.data import WindowSampler, build_token_stream, load_corpus
-    from tqdm import tqdm
+@dataclass
+class Trainer:
+    """Everything one training step needs, built once by `build`."""
+    cfg: RunConfig
+    rt: Runtime
+    out: Path
+    model: torch.nn.Module
+    obj: Objective
+    sampler: object
+    optimizer: object
+    scheduler: object
+    engine: object = None     # the DeepSpeed engine, or None for plain torch
+    zero_stage: int = 0
+    gen: torch.Generator = None  # l_extra draws, own stream so resume reproduces them
 
-    t_start = time.time()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    out = Path(cfg.train.out)
-    resume_from = None
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module if self.engine is not None else self.model
+
+
+def check_resume(cfg: RunConfig, out: Path) -> Path | None:
+    """The checkpoint to resume from, or None; refuses to overwrite one or to resume a different run."""
     if has_checkpoint(out):
         if not cfg.train.resume:
             raise OLHError(f"{out} already holds a checkpoint; pass --resume to continue it or pick another --out")
@@ -169,9 +181,18 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
         diff = resume_conflicts(cfg, saved)  # the fields' roles in trainer/config.py say what may change
         if diff:
             raise OLHError(f"--resume with a config that differs from the checkpoint's in: {', '.join(diff)}")
-    elif cfg.train.resume:
+        return resume_from
+    if cfg.train.resume:
         print(f"note: no checkpoint in {out}; starting from step 0", file=sys.stderr)
+    return None
 
+
+def setup(cfg: RunConfig, local_rank: int):
+    """Threads, resume check, ranks/device, --init_from architecture, the run directory."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    out = Path(cfg.train.out)
+    resume_from = check_resume(cfg, out)
     rt = Runtime(cfg, local_rank)
     init_ck = checkpoint_dir(cfg.train.init_from) if cfg.train.init_from else None
     if init_ck is not None:
@@ -179,7 +200,12 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
     rt.barrier()
+    return cfg, rt, out, resume_from, init_ck
 
+
+def build(cfg: RunConfig, rt: Runtime, out: Path, init_ck: Path | None) -> Trainer:
+    """Corpus, tokenizer, token stream, model, objective, sampler, optimizer (and DeepSpeed engine)."""
+    from trainer.data import WindowSampler, build_token_stream, load_corpus
     corpus = load_corpus(cfg.data.data, seed=cfg.train.seed)
     tok = prepare_tokenizer(cfg, corpus, out, rt, init_ck)
     cfg.model.vocab_size = tok.vocab_size  # sentencepiece may stop short of the request on tiny corpora
@@ -205,99 +231,140 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
         zero_stage = int(dsc.get("zero_optimization", {}).get("stage", 0))
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                                lr_scheduler=scheduler, config=dsc)
-    module = engine.module if engine is not None else model
-    gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + rt.rank)  # l_extra draws
+    gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + rt.rank)
+    return Trainer(cfg, rt, out, model, obj, sampler, optimizer, scheduler, engine, zero_stage, gen)
 
-    step = 0
-    if resume_from is not None:
-        state, rng, opt_state = load_training_state(resume_from)
-        step = state["step"]
-        sampler.load_state_dict(state["sampler"][str(rt.rank)] if rt.ds else state["sampler"]["0"])
-        if engine is not None:
-            engine.load_checkpoint(str(resume_from / "ds"), tag="state", load_module_strict=True)
-        else:
-            src, _, _ = load_model(resume_from)
-            model.load_state_dict(src.state_dict())
-            optimizer.load_state_dict(opt_state["optimizer"])
-            scheduler.load_state_dict(opt_state["scheduler"])
-        torch.set_rng_state(rng[f"torch_{rt.rank}"])
-        gen.set_state(rng[f"extra_{rt.rank}"])
-        if rt.main:
-            truncate_metrics(out / "metrics.jsonl", step)
+
+def resume(tr: Trainer, resume_from: Path) -> int:
+    """Load weights, optimizer, sampler and RNG streams; returns the step to continue from."""
+    rt = tr.rt
+    state, rng, opt_state = load_training_state(resume_from)
+    step = state["step"]
+    tr.sampler.load_state_dict(state["sampler"][str(rt.rank)] if rt.ds else state["sampler"]["0"])
+    if tr.engine is not None:
+        tr.engine.load_checkpoint(str(resume_from / "ds"), tag="state", load_module_strict=True)
+    else:
+        src, _, _ = load_model(resume_from)
+        tr.model.load_state_dict(src.state_dict())
+        tr.optimizer.load_state_dict(opt_state["optimizer"])
+        tr.scheduler.load_state_dict(opt_state["scheduler"])
+    torch.set_rng_state(rng[f"torch_{rt.rank}"])
+    tr.gen.set_state(rng[f"extra_{rt.rank}"])
+    if rt.main:
+        truncate_metrics(tr.out / "metrics.jsonl", step)
+    return step
+
+
+def save(tr: Trainer, step: int) -> None:
+    """Write the checkpoint that --resume continues exactly (collective under DeepSpeed)."""
+    rt, engine = tr.rt, tr.engine
+    sd = full_state_dict(tr.module, tr.zero_stage)
+    samplers = gather_objects(rt, tr.sampler.state_dict())
+    rngs = gather_objects(rt, (torch.get_rng_state(), tr.gen.get_state()))
+    rng = {f"torch_{r}": t for r, (t, _) in enumerate(rngs)} | {f"extra_{r}": g for r, (_, g) in enumerate(rngs)}
+    trainer_state = {"step": step, "sampler": {str(r): s for r, s in enumerate(samplers)},
+                     "world_size": rt.world, "versions": versions()}
+    save_checkpoint(tr.out, cfg=tr.cfg, state_dict=sd, tokenizer_path=tr.out / "tokenizer.model",
+                    trainer_state=trainer_state, rng=rng,
+                    optimizer_state=None if engine else {"optimizer": tr.optimizer.state_dict(),
+                                                         "scheduler": tr.scheduler.state_dict()},
+                    write_ds=(lambda d: engine.save_checkpoint(str(d), tag="state")) if engine else None,
+                    is_main=rt.main, barrier=rt.barrier)
+
+
+def train_step(tr: Trainer, step: int) -> tuple[torch.Tensor, dict, float]:
+    """One optimizer step on the next batch; returns (loss, objective metrics, lr used)."""
+    rt, engine, optimizer = tr.rt, tr.engine, tr.optimizer
+    seq = tr.sampler.next_batch().to(rt.device)
+    with torch.autocast(device_type=rt.device.type, dtype=rt.dtype,
+                        enabled=rt.dtype != torch.float32 and engine is None):
+        loss, m = tr.obj(engine or tr.model, seq, step, tr.gen, sync=rt.sync)
+    if not torch.isfinite(loss):
+        raise OLHError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
+    if engine is not None:
+        engine.backward(loss)
+        engine.step()
+        return loss, m, optimizer.param_groups[0]["lr"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if tr.cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.train.grad_clip)
+    lr_now = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    tr.scheduler.step()
+    return loss, m, lr_now
+
+
+class MetricsLog:
+    """metrics.jsonl (every step, rank 0) and the progress bar; keeps what the summary needs."""
+
+    def __init__(self, tr: Trainer, step: int):
+        from tqdm import tqdm
+        cfg, rt = tr.cfg, tr.rt
+        n_views = 2 if tr.obj.two_branch else 1
+        view_tokens = cfg.data.seq_len + (cfg.data.tgt_len if tr.model.kind == "seq2seq" else 0)
+        self.tokens_per_step = cfg.train.batch_size * view_tokens * n_views * rt.world
+        self.cfg, self.tps_hist, self.last = cfg, [], {}
+        self.file = open(tr.out / "metrics.jsonl", "a") if rt.main else None
+        self.bar = tqdm(total=cfg.train.max_steps, initial=step, disable=not rt.main,
+                        desc=f"train {cfg.model.arch}", dynamic_ncols=True, mininterval=1.0)
+
+    def step(self, step: int, loss: torch.Tensor, m: dict, lr: float, dt: float) -> None:
+        tps = self.tokens_per_step / dt
+        self.tps_hist.append(tps)
+        self.last = {"step": step, "loss": loss.item(), **m, "lr": lr, "tokens_per_s": tps, "step_ms": 1e3 * dt}
+        if self.file:
+            self.file.write(json.dumps(self.last) + "\n")
+            self.file.flush()
+        self.bar.update(1)
+        if step % self.cfg.train.log_every == 0 or step == self.cfg.train.max_steps:
+            self.bar.set_postfix(loss=f"{self.last['loss']:.4f}",
+                                 **({"mis": f"{m['mis']:.3f}"} if "mis" in m else {}), tok_s=f"{tps:.0f}")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file:
+            self.file.close()
+
+
+def write_summary(tr: Trainer, log: MetricsLog, step: int, wall_s: float) -> dict:
+    last = log.last
+    summary = {"steps": step, "final_loss": last.get("loss"), "final_lm_loss": last.get("lm_loss"),
+               "tokens_per_s": float(np.median(log.tps_hist)) if log.tps_hist else None,
+               "wall_s": wall_s, "world_size": tr.rt.world, "out": str(tr.out)}
+    if tr.rt.main:
+        (tr.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(json.dumps(summary))
+    return summary
+
+
+def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> dict:
+    """Run training to cfg.train.max_steps; returns the end-of-run summary. Ctrl-C (SIGINT) or
+    `stop_at` ends the run early after writing a checkpoint that --resume continues exactly."""
+    t_start = time.time()
+    cfg, rt, out, resume_from, init_ck = setup(cfg, local_rank)
+    tr = build(cfg, rt, out, init_ck)
+    step = resume(tr, resume_from) if resume_from is not None else 0
     if rt.main:
         cfg.save(out / "config.json")
-
-    def save():
-        sd = full_state_dict(module, zero_stage)
-        samplers = gather_objects(rt, sampler.state_dict())
-        rngs = gather_objects(rt, (torch.get_rng_state(), gen.get_state()))
-        rng = {f"torch_{r}": t for r, (t, _) in enumerate(rngs)} | {f"extra_{r}": g for r, (_, g) in enumerate(rngs)}
-        trainer_state = {"step": step, "sampler": {str(r): s for r, s in enumerate(samplers)},
-                         "world_size": rt.world, "versions": versions()}
-        save_checkpoint(out, cfg=cfg, state_dict=sd, tokenizer_path=out / "tokenizer.model",
-                        trainer_state=trainer_state, rng=rng,
-                        optimizer_state=None if engine else {"optimizer": optimizer.state_dict(),
-                                                             "scheduler": scheduler.state_dict()},
-                        write_ds=(lambda d: engine.save_checkpoint(str(d), tag="state")) if engine else None,
-                        is_main=rt.main, barrier=rt.barrier)
-
-    n_views = 2 if obj.two_branch else 1
-    view_tokens = cfg.data.seq_len + (cfg.data.tgt_len if model.kind == "seq2seq" else 0)
-    tokens_per_step = cfg.train.batch_size * view_tokens * n_views * rt.world
-    log = open(out / "metrics.jsonl", "a") if rt.main else None
-    bar = tqdm(total=cfg.train.max_steps, initial=step, disable=not rt.main, desc=f"train {cfg.model.arch}",
-               dynamic_ncols=True, mininterval=1.0)
-    autocast = torch.autocast(device_type=rt.device.type, dtype=rt.dtype,
-                              enabled=rt.dtype != torch.float32 and engine is None)
-    tps_hist, last = [], {}
-    module.train()
+    log = MetricsLog(tr, step)
+    tr.module.train()
     stop = StopFlag()
     while step < cfg.train.max_steps and not stop.requested and step != stop_at:
         t0 = time.perf_counter()
-        seq = sampler.next_batch().to(rt.device)
-        with autocast:
-            loss, m = obj(engine or model, seq, step, gen, sync=rt.sync)
-        if not torch.isfinite(loss):
-            raise OLHError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
-        if engine is not None:
-            engine.backward(loss)
-            engine.step()
-            lr_now = optimizer.param_groups[0]["lr"]
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            lr_now = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
+        loss, m, lr = train_step(tr, step)
         rt.sync()
-        dt = time.perf_counter() - t0
         step += 1
-        tps = tokens_per_step / dt
-        tps_hist.append(tps)
-        last = {"step": step, "loss": loss.item(), **m, "lr": lr_now, "tokens_per_s": tps, "step_ms": 1e3 * dt}
-        if log:
-            log.write(json.dumps(last) + "\n")
-            log.flush()
-        bar.update(1)
-        if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-            bar.set_postfix(loss=f"{last['loss']:.4f}", **({"mis": f"{m['mis']:.3f}"} if "mis" in m else {}),
-                            tok_s=f"{tps:.0f}")
+        log.step(step, loss, m, lr, time.perf_counter() - t0)
         if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.max_steps:
-            save()
-    bar.close()
+            save(tr, step)
+    log.bar.close()
     stop.restore()
-    save()
+    save(tr, step)
     if step < cfg.train.max_steps and rt.main:
         print(f"stopped at step {step}; checkpoint saved, continue with --resume --out {out}", file=sys.stderr)
-    summary = {"steps": step, "final_loss": last.get("loss"), "final_lm_loss": last.get("lm_loss"),
-               "tokens_per_s": float(np.median(tps_hist)) if tps_hist else None,
-               "wall_s": time.time() - t_start, "world_size": rt.world, "out": str(out)}
-    if rt.main:
-        log.close()
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        print(json.dumps(summary))
+    summary = write_summary(tr, log, step, time.time() - t_start)
+    log.close()
     return summary
 
 
