@@ -1,6 +1,6 @@
 """Long-Short Misalignment (LSM) for lm-eval models, exact and approximate.
 
-Exact metric (DESIGN §1.1): for a text x and two suffix lengths l_short <= l_long (in the model's
+Exact metric (docs/method.md): for a text x and two suffix lengths l_short <= l_long (in the model's
 own tokens), ``D(g(x[-l_long:]), g(x[-l_short:]))`` where g is the next-token distribution at the
 last position and D a divergence of ``trainer.alignment.divergences`` (default ``sce``).
 
@@ -34,7 +34,8 @@ from trainer.alignment.divergences import DIVERGENCES, KL_DIRECTIONS, build_dive
 from trainer.errors import OLHError
 
 DEFAULT_DIVERGENCE = "sce"
-#: metric reported beside the chosen divergence: SCE minus the two entropy terms (DESIGN §1.1)
+#: metric reported beside the chosen divergence: SCE minus its two entropy terms, so a reader can tell
+#: a drift of the predictions from a change of their entropy
 SIDE_DIVERGENCE = "sym_kl"
 
 
@@ -57,12 +58,12 @@ def parse_lsm_args(args: Sequence) -> tuple[str, int, int, dict]:
 
 
 def pair_divergences(long_logits: torch.Tensor, short_logits: torch.Tensor, divergence: str = DEFAULT_DIVERGENCE,
-                     kl_direction: str = "long_short") -> dict[str, float]:
-    """``{"lsm": D(long, short), "lsm_symkl": symKL(long, short)}`` for one pair of (V,) logits."""
-    a, b = long_logits.double()[None], short_logits.double()[None]
-    main = build_divergence(divergence, kl_direction)(a, b)
-    side = build_divergence(SIDE_DIVERGENCE)(a, b)
-    return {"lsm": float(main[0]), "lsm_symkl": float(side[0])}
+                     kl_direction: str = "long_short") -> list[dict[str, float]]:
+    """``[{"lsm": D(long, short), "lsm_symkl": symKL(long, short)}]``, one per row of the (N, V) logits:
+    each divergence runs once over the whole batch of pairs."""
+    main = build_divergence(divergence, kl_direction)(long_logits, short_logits).tolist()
+    side = build_divergence(SIDE_DIVERGENCE)(long_logits, short_logits).tolist()
+    return [{"lsm": m, "lsm_symkl": x} for m, x in zip(main, side)]
 
 
 class LSMMixin:
@@ -102,10 +103,15 @@ class LSMMixin:
             pbar.update(len(chunk))
         pbar.close()
         last = coll.get_original(out)
-        results = []
+        long, short = torch.stack(last[1::2]), torch.stack(last[0::2])
+        by_opts: dict[tuple[str, str], list[int]] = {}
         for i, (_, _, _, opts) in enumerate(parsed):
-            results.append(pair_divergences(last[2 * i + 1], last[2 * i], opts.get("divergence", DEFAULT_DIVERGENCE),
-                                            opts.get("kl_direction", "long_short")))
+            key = (opts.get("divergence", DEFAULT_DIVERGENCE), opts.get("kl_direction", "long_short"))
+            by_opts.setdefault(key, []).append(i)
+        results: list[dict[str, float]] = [{}] * len(parsed)
+        for (name, direction), idx in by_opts.items():
+            for i, r in zip(idx, pair_divergences(long[idx], short[idx], name, direction)):
+                results[i] = r
         return results
 
 
@@ -131,8 +137,8 @@ def approx_divergences(long_lls: Sequence[float], short_lls: Sequence[float], di
     log_softmax of a normalized log-distribution is itself)."""
     if len(long_lls) != len(short_lls) or not long_lls:
         raise OLHError("approximate LSM needs the same non-empty candidate set for both views")
-    out = pair_divergences(candidate_distribution(long_lls), candidate_distribution(short_lls), divergence,
-                           kl_direction)
+    (out,) = pair_divergences(candidate_distribution(long_lls)[None], candidate_distribution(short_lls)[None],
+                              divergence, kl_direction)
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
 
 
@@ -159,26 +165,17 @@ def _build_hflsm():
             return self.tokenizer.encode(text, add_special_tokens=False)
 
         def _lsm_forward(self, views: list[list[int]]) -> torch.Tensor:
-            if self.backend == "causal":
-                prefix = self._lsm_prefix()
-                seqs = [prefix + v for v in views]
-                T = max(len(s) for s in seqs)
-                pad = self.tokenizer.pad_token_id or 0
-                inp = torch.full((len(seqs), T), pad, dtype=torch.long, device=self.device)
-                for i, s in enumerate(seqs):  # right padding: causal attention never sees it
-                    inp[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            from olharness.tokens import pad_batch
+
+            pad = self.tokenizer.pad_token_id or 0
+            if self.backend == "causal":  # right padding: causal attention never sees it
+                inp, mask = pad_batch([self._lsm_prefix() + v for v in views], pad, self.device)
                 logits = self._model_call(inp)
-                last = torch.tensor([len(s) - 1 for s in seqs], device=logits.device)
-                return logits[torch.arange(len(seqs), device=logits.device), last]
+                return logits[torch.arange(len(views), device=logits.device), mask.sum(1).to(logits.device) - 1]
             # seq2seq: the encoder reads the suffix, the decoder's first prediction is g
-            T = max(len(v) for v in views)
-            inp = torch.zeros((len(views), T), dtype=torch.long, device=self.device)
-            mask = torch.zeros_like(inp)
-            for i, v in enumerate(views):
-                inp[i, :len(v)] = torch.tensor(v, dtype=torch.long)
-                mask[i, :len(v)] = 1
+            inp, mask = pad_batch(views, pad, self.device)
             labels = torch.full((len(views), 1), self.eot_token_id, dtype=torch.long, device=self.device)
-            return self._model_call(inp, attn_mask=mask, labels=labels)[:, 0]
+            return self._model_call(inp, attn_mask=mask.long(), labels=labels)[:, 0]
 
         def _lsm_batch_size(self) -> int:
             bs = self.batch_size

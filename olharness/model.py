@@ -7,17 +7,19 @@ helpers, after ``lm_eval/models/huggingface.py`` but without its distributed/PEF
 
 * ``backend`` is ``causal`` (decoder, rnn) or ``seq2seq`` (encdec), read from the checkpoint.
   Seq2seq: the encoder reads the context, the decoder predicts the continuation from BOS.
+* Log-likelihoods: the network runs without its vocabulary head (``model(..., head=False)``) and the
+  head is applied only at the positions whose log-probabilities a request needs (a continuation of
+  8 tokens after a context of 500 costs 8 head rows, not 508).
 * ``max_length`` (tokens a request may use): the learned-PE table size when the model has one,
   else ``8 * l_train`` (the longest context ``olh_ppl_len`` asks for); ``max_length=N`` overrides.
 * ``truncation``: over-long contexts keep their last tokens (``left``, lm-eval's default) or their
-  first and last halves (``middle``, THUDM LongBench; ``olharness.truncation.middle_truncate``).
+  first and last halves (``middle``, THUDM LongBench; ``olharness.tokens.middle_truncate``).
 * ``device``: as the CLI passes it (default ``cuda:0``); CPU when that device is not available.
-  ``batch_size``: an int, a numeric string, or ``auto`` / ``auto:N`` (largest batch that fits on a
-  GPU, found by halving from ``max_batch_size``; 16 on CPU).
-* ``max_gen_toks`` (used when a task sets none): 256, at most half of max_length.
+  ``batch_size``: an int, a numeric string, or ``auto`` / ``auto:N`` (on a GPU the largest batch
+  from ``max_batch_size`` down that runs, by ``accelerate.find_executable_batch_size``; 16 on CPU).
 * ``generate_until``: greedy or sampling (``do_sample``, ``temperature``, ``top_k``, ``top_p``) with
-  stop sequences, decoding incrementally with the model's KV cache / RNN state, one request at a
-  time (our models take no left padding).
+  stop sequences, one request at a time, decoding incrementally with the model's KV cache / RNN
+  state (each new token costs one one-token forward; stop strings are looked for in the tail).
 * ``lsm``: the exact Long-Short Misalignment request of ``olh_lsm`` (``olharness.lsm``).
 
 Tokens: the checkpoint's sentencepiece model, no BOS; documents were joined with EOS in training,
@@ -35,6 +37,7 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from tqdm import tqdm
 
 from olharness.lsm import LSMMixin
+from olharness.tokens import middle_truncate, pad_batch
 from trainer.errors import OLHError
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 TRUNCATIONS = ("left", "middle")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SAMPLING_KEYS = {"do_sample", "temperature", "top_k", "top_p", "until", "max_gen_toks"}
+CPU_AUTO_BATCH = 16
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -66,8 +70,8 @@ class OLM(LSMMixin, TemplateLM):
                  dtype: str = "float32", max_gen_toks: int | None = None, **unknown) -> None:
         super().__init__()
         if unknown:
-            raise OLHError(f"ol: unknown model argument(s) {', '.join(sorted(unknown))}; valid: pretrained, "
-                           "max_length, truncation, dtype, max_gen_toks (plus the CLI's device, batch_size, max_batch_size)")
+            raise OLHError(f"ol: unknown model argument(s) {', '.join(sorted(unknown))}; valid: pretrained, max_length, "
+                           "truncation, dtype, max_gen_toks (plus the CLI's device, batch_size, max_batch_size)")
         if not pretrained:
             raise OLHError("ol: give the run directory: --model_args pretrained=RUN_DIR")
         if truncation not in TRUNCATIONS:
@@ -124,21 +128,24 @@ class OLM(LSMMixin, TemplateLM):
                 "model_num_parameters": sum(p.numel() for p in self.model.parameters())}
 
     def _detect_batch_size(self) -> int:
+        """On a GPU: the largest batch of full-length windows with every position scored (the
+        heaviest request, a rolling window) that fits; on CPU a fixed size (host memory is not
+        probed: running out of it kills the process instead of raising)."""
         if self._device.type != "cuda":
-            return min(16, self.max_batch_size)
-        bs = self.max_batch_size
-        while bs > 1:
-            try:
-                with torch.inference_mode():
-                    x = torch.ones((bs, self.max_length), dtype=torch.long, device=self._device)
-                    self._forward(x, torch.ones_like(x, dtype=torch.bool) if self.backend == "seq2seq" else None, x)
-                return bs
-            except torch.OutOfMemoryError:
-                bs //= 2
-                torch.cuda.empty_cache()
-        return 1
+            return min(CPU_AUTO_BATCH, self.max_batch_size)
+        from accelerate.utils import find_executable_batch_size
 
-    # ---------------------------------------------------------------- tokens
+        @find_executable_batch_size(starting_batch_size=self.max_batch_size)
+        def probe(batch_size: int) -> int:
+            x = torch.ones((batch_size, self.max_length), dtype=torch.long, device=self._device)
+            with torch.inference_mode():
+                h = self._hidden(x, torch.ones_like(x, dtype=torch.bool), x)
+                F.log_softmax(self.model.output_head(h).float(), dim=-1)
+            return batch_size
+
+        return probe()
+
+    # ---------------------------------------------------------------- tokens and the network
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         return self.tok.encode(string)
 
@@ -149,28 +156,43 @@ class OLM(LSMMixin, TemplateLM):
         if len(ids) <= budget:
             return ids
         if self.truncation == "middle" and budget >= 2:
-            from olharness.truncation import middle_truncate
-
             return middle_truncate(ids, budget)
         return ids[len(ids) - budget:]
 
-    def _forward(self, inp: torch.Tensor, enc_mask: torch.Tensor | None = None, dec: torch.Tensor | None = None):
-        """Causal: logits of inp. Seq2seq: inp is the encoder input, dec the decoder input."""
+    def _hidden(self, inp: torch.Tensor, enc_mask: torch.Tensor | None = None, dec: torch.Tensor | None = None):
+        """Final hidden states (B, T, D) before the vocabulary head. Causal: of inp. Seq2seq: inp is
+        the encoder input (enc_mask its padding), dec the decoder input."""
         if self.backend == "causal":
-            return self.model(inp)
-        return self.model(inp, dec, enc_mask=enc_mask)
+            return self.model(inp, head=False)
+        return self.model(inp, dec, enc_mask=enc_mask, head=False)
 
-    @staticmethod
-    def _pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        T = max(len(s) for s in seqs)
-        x = torch.full((len(seqs), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-        for i, s in enumerate(seqs):
-            x[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[i, :len(s)] = True
-        return x.to(device), mask.to(device)
+    def _logprobs_at(self, h: torch.Tensor, spans: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Log-softmax of the head at positions [a, b) of each row of h: one (b - a, V) tensor per row.
+        The head runs once, on the selected rows only."""
+        rows = torch.cat([torch.full((b - a,), i, dtype=torch.long) for i, (a, b) in enumerate(spans)])
+        cols = torch.cat([torch.arange(a, b) for a, b in spans])
+        logp = F.log_softmax(self.model.output_head(h[rows.to(h.device), cols.to(h.device)]).float(), dim=-1)
+        return list(logp.split([b - a for a, b in spans]))
 
     # ---------------------------------------------------------------- loglikelihood
+    def _batch_inputs(self, chunk) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[tuple[int, int]]]:
+        """(input ids, mask, decoder ids or None, span of scored positions per row) of one batch."""
+        inps, decs, spans = [], [], []
+        for _, ctx, cont in chunk:
+            if not ctx or not cont or len(cont) > self.max_length:
+                raise OLHError(f"ol: a loglikelihood request needs a context and 1..{self.max_length} continuation tokens")
+            if self.backend == "causal":
+                inp = (self._truncate(ctx, self.max_length + 1 - len(cont)) + cont)[:-1]
+                inps.append(inp)
+                spans.append((len(inp) - len(cont), len(inp)))
+            else:
+                inps.append(self._truncate(ctx, self.max_length))
+                decs.append([self.tok.bos_id] + cont[:-1])
+                spans.append((0, len(cont)))
+        x, mask = pad_batch(inps, self.tok.pad_id, self._device)
+        dec = pad_batch(decs, self.tok.pad_id, self._device)[0] if decs else None
+        return x, mask, dec, spans
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         res = []
         causal = self.backend == "causal"
@@ -178,25 +200,11 @@ class OLM(LSMMixin, TemplateLM):
                         group_by="contexts" if causal else None, group_fn=lambda r: r[1] + r[2][:-1])
         pbar = tqdm(total=len(requests), disable=disable_tqdm, desc="Running loglikelihood requests")
         for chunk in coll.get_batched(n=override_bs or self.batch_size):
-            inps, decs, spans = [], [], []
-            for _, ctx, cont in chunk:
-                if not ctx or not cont or len(cont) > self.max_length:
-                    raise OLHError(f"ol: a loglikelihood request needs a context and 1..{self.max_length} continuation tokens")
-                if causal:
-                    ctx = self._truncate(ctx, self.max_length + 1 - len(cont))
-                    inp = (ctx + cont)[:-1]
-                    inps.append(inp)
-                    spans.append((len(inp) - len(cont), len(inp)))
-                else:
-                    inps.append(self._truncate(ctx, self.max_length))
-                    decs.append([self.tok.bos_id] + cont[:-1])
-                    spans.append((0, len(cont)))
-            x, mask = self._pad(inps, self.tok.pad_id, self._device)
-            dec = self._pad(decs, self.tok.pad_id, self._device)[0] if decs else None
+            x, mask, dec, spans = self._batch_inputs(chunk)
             with torch.inference_mode():
-                logp = F.log_softmax(self._forward(x, mask, dec).float(), dim=-1)
-            for (req_str, ctx, cont), lp, (a, b) in zip(chunk, logp, spans):
-                lp = lp[a:b][None]  # (1, len(cont), V)
+                logps = self._logprobs_at(self._hidden(x, mask, dec), spans)
+            for (req_str, ctx, cont), lp in zip(chunk, logps):
+                lp = lp[None]  # (1, len(cont), V)
                 greedy = lp.argmax(-1)
                 for req_str, cont_toks, lp in coll.get_cache(req_str=req_str, cxt_toks=ctx, cont_toks=cont, logits=lp):
                     c = torch.tensor(cont_toks, dtype=torch.long, device=lp.device)[None]
@@ -242,6 +250,17 @@ class OLM(LSMMixin, TemplateLM):
         pbar.close()
         return coll.get_original(res)
 
+    def _step(self, tokens: list[int] | None, cache, prompt: list[int] | None = None) -> torch.Tensor:
+        """Next-token logits (V,) after feeding `tokens` (causal) or decoder `tokens` after the encoder
+        read `prompt` (seq2seq, first call only); the cache keeps everything fed so far."""
+        t = torch.tensor([tokens], device=self._device)
+        if self.backend == "causal":
+            h = self.model(t, cache=cache, head=False)
+        else:
+            enc = torch.tensor([prompt], device=self._device) if prompt is not None else None
+            h = self.model(enc, t, cache=cache, head=False)
+        return self.model.output_head(h[0, -1]).float()
+
     def _generate_one(self, context: str, gen_kwargs: dict) -> str:
         kw = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
         until = handle_stop_sequences(kw.pop("until", None), eos=self.tok_decode([self.eot_token_id]))
@@ -250,27 +269,24 @@ class OLM(LSMMixin, TemplateLM):
         if extra:
             log.warning("ol: ignoring generation argument(s) %s", ", ".join(sorted(extra)))
         ctx = self.tok_encode(context) or [self.prefix_token_id]
+        # a stop string first appears in the text of the last few tokens (every token has >= 1 char)
+        tail = 2 * max((len(u) for u in until), default=0) + 4
         cache, out = self.model.new_cache(), []
         with torch.inference_mode():
             if self.backend == "causal":
-                budget = self.max_length - n_new
-                if budget < 1:
+                if self.max_length - n_new < 1:
                     raise OLHError(f"ol: max_gen_toks={n_new} leaves no room for a prompt in max_length={self.max_length}")
-                x = torch.tensor([self._truncate(ctx, budget)], device=self._device)
-                logits = self.model(x, cache=cache)[0, -1]
+                logits = self._step(self._truncate(ctx, self.max_length - n_new), cache)
             else:
-                x = torch.tensor([self._truncate(ctx, self.max_length)], device=self._device)
-                logits = self.model(x, torch.tensor([[self.tok.bos_id]], device=self._device), cache=cache)[0, -1]
+                logits = self._step([self.tok.bos_id], cache, prompt=self._truncate(ctx, self.max_length))
             for _ in range(n_new):
-                nxt = self._pick(logits.float(), kw)
+                nxt = self._pick(logits, kw)
                 if nxt == self.eot_token_id:
                     break
                 out.append(nxt)
-                if any(u and u in self.tok_decode(out) for u in until):
+                if any(u and u in self.tok_decode(out[-tail:]) for u in until):
                     break
-                step = torch.tensor([[nxt]], device=self._device)
-                logits = (self.model(step, cache=cache) if self.backend == "causal"
-                          else self.model(None, step, cache=cache))[0, -1]
+                logits = self._step([nxt], cache)
         return postprocess_generated_text(self.tok_decode(out), until, None)
 
     @staticmethod
@@ -295,14 +311,12 @@ class OLM(LSMMixin, TemplateLM):
     def _lsm_encode(self, text: str) -> list[int]:
         return self.tok_encode(text)
 
-    def _lsm_batch_size(self) -> int:
-        return self.batch_size
-
     def _lsm_forward(self, views: list[list[int]]) -> torch.Tensor:
-        x, mask = self._pad(views, self.tok.pad_id, self._device)
+        x, mask = pad_batch(views, self.tok.pad_id, self._device)
         with torch.inference_mode():
             if self.backend == "causal":
-                logits = self.model(x)
-                return logits[torch.arange(len(views), device=x.device), mask.sum(1) - 1]
-            dec = torch.full((len(views), 1), self.tok.bos_id, dtype=torch.long, device=x.device)
-            return self.model(x, dec, enc_mask=mask)[:, 0]
+                h = self.model(x, head=False)[torch.arange(len(views), device=x.device), mask.sum(1) - 1]
+            else:
+                dec = torch.full((len(views), 1), self.tok.bos_id, dtype=torch.long, device=x.device)
+                h = self.model(x, dec, enc_mask=mask, head=False)[:, 0]
+            return self.model.output_head(h)

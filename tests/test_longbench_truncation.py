@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from olharness.truncation import middle_truncate
+from olharness.tokens import middle_truncate
 
 
 def test_short_prompts_are_unchanged():

@@ -140,7 +140,7 @@ def test_generate_stop_sequences_and_sampling(lms):
 
 
 def test_middle_truncation(olh_ckpts):
-    from olharness.truncation import middle_truncate
+    from olharness.tokens import middle_truncate
 
     lm = OLM(pretrained=str(olh_ckpts["decoder"]), device="cpu", max_length=16, truncation="middle")
     ctx, cont = TEXT, " Anne"

@@ -9,5 +9,5 @@
   choices of its likelihood-scored multiple-choice twin (``olh_mini_lc_mc``).
 - ``hf_mid``: ``hf-mid``, lm-eval's ``hf`` model with THUDM's middle truncation of prompts.
 
-Middle truncation itself is ``olharness.truncation.middle_truncate``.
+Middle truncation itself is ``olharness.tokens.middle_truncate``.
 """

@@ -2,7 +2,7 @@
 
 lm-eval's ``hf`` cuts an over-long generation prompt from the **left** (keeps the last
 ``max_length - max_gen_toks`` tokens), which drops LongBench's instructions. ``hf-mid`` keeps the
-first and last halves instead (:func:`olharness.truncation.middle_truncate`), like THUDM ``pred.py``.
+first and last halves instead (:func:`olharness.tokens.middle_truncate`), like THUDM ``pred.py``.
 Everything else (loading, batching, log-likelihoods, stop strings) is ``HFLM``'s.
 
 Prompt budget (tokens kept, special tokens included):
@@ -35,7 +35,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import has_bos_prefix
 
-from olharness.truncation import middle_truncate
+from olharness.tokens import middle_truncate, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +86,8 @@ class HFMidLM(HFLM):
                     "(first and last halves kept; further truncations are logged at DEBUG)"
                 )
             rows.append(cut)
-        width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            if not r:
-                continue
-            if padding_side == "left":
-                input_ids[i, width - len(r) :] = torch.tensor(r)
-                mask[i, width - len(r) :] = 1
-            else:
-                input_ids[i, : len(r)] = torch.tensor(r)
-                mask[i, : len(r)] = 1
-        return input_ids, mask
+        input_ids, mask = pad_batch(rows, pad, left=padding_side == "left")
+        return input_ids, mask.long()

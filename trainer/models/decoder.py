@@ -36,10 +36,15 @@ class DecoderLM(nn.Module):
     def max_positions(self) -> int | None:
         return self.pe.max_positions
 
+    def output_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (.., D) -> logits (.., V): the tied embedding."""
+        return F.linear(h, self.wte.weight)
+
     def new_cache(self) -> KVCache:
         return KVCache(len(self.blocks))
 
-    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False, cache: KVCache | None = None):
+    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False, cache: KVCache | None = None,
+                head: bool = True):
         """tokens: (B, T) int64 -> logits (B, T, V); with return_hidden also a list of n_layer
         hidden states (B, T, D), each after a parameter-free layer norm. With a cache, tokens continue
         the cached sequence (positions start at cache.length) and the cache is extended in place."""
@@ -54,5 +59,6 @@ class DecoderLM(nn.Module):
                 hiddens.append(F.layer_norm(h, h.shape[-1:]))
         if cache is not None:
             cache.length += T
-        logits = F.linear(self.ln_f(h), self.wte.weight)  # tied head: (B, T, V)
+        h = self.ln_f(h)
+        logits = self.output_head(h) if head else h  # head=False: (B, T, D), the caller picks positions
         return (logits, hiddens) if return_hidden else logits

@@ -41,6 +41,10 @@ class EncDecLM(nn.Module):
     def max_positions(self) -> int | None:
         return self.pe.max_positions
 
+    def output_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (.., D) -> logits (.., V): the tied embedding."""
+        return F.linear(h, self.wte.weight)
+
     def new_cache(self) -> KVCache:
         return KVCache(len(self.decoder))
 
@@ -54,7 +58,7 @@ class EncDecLM(nn.Module):
 
     def forward(self, enc_tokens: torch.Tensor | None, dec_tokens: torch.Tensor, *,
                 enc_mask: torch.Tensor | None = None, return_hidden: bool = False,
-                cache: KVCache | None = None):
+                cache: KVCache | None = None, head: bool = True):
         """enc_tokens: (B, S), dec_tokens: (B, T) (BOS first) -> logits (B, T, V) for the next
         decoder token at each position. With a cache the encoder runs once (on the first call) and
         dec_tokens continue the cached decoder prefix."""
@@ -76,5 +80,6 @@ class EncDecLM(nn.Module):
                 hiddens.append(F.layer_norm(h, h.shape[-1:]))
         if cache is not None:
             cache.length += T
-        logits = F.linear(self.ln_f(h), self.wte.weight)
+        h = self.ln_f(h)
+        logits = self.output_head(h) if head else h  # head=False: (B, T, D), the caller picks positions
         return (logits, hiddens) if return_hidden else logits

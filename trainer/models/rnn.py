@@ -48,10 +48,15 @@ class RNNLM(nn.Module):
         self.layers = nn.ModuleList(cell(D, D, batch_first=True) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(D)
 
+    def output_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (.., D) -> logits (.., V): the tied embedding."""
+        return F.linear(h, self.wte.weight)
+
     def new_cache(self) -> RNNState:
         return RNNState(len(self.layers))
 
-    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False, cache: RNNState | None = None):
+    def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False, cache: RNNState | None = None,
+                head: bool = True):
         """tokens: (B, T) -> logits (B, T, V) (+ per-layer normalized hidden states (B, T, D))."""
         if tokens.shape[1] == 0:
             raise OLHError("rnn forward needs at least one token")
@@ -66,5 +71,6 @@ class RNNLM(nn.Module):
                 hiddens.append(F.layer_norm(h, h.shape[-1:]))
         if cache is not None:
             cache.length += tokens.shape[1]
-        logits = F.linear(self.ln_f(h), self.wte.weight)
+        h = self.ln_f(h)
+        logits = self.output_head(h) if head else h  # head=False: (B, T, D), the caller picks positions
         return (logits, hiddens) if return_hidden else logits

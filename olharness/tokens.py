@@ -1,0 +1,54 @@
+"""Token-list helpers of the model adapters (``ol``, ``hf-lsm``, ``hf-mid``): batch padding and
+LongBench's middle truncation.
+
+THUDM's LongBench ``pred.py`` keeps the start of an over-long prompt (instructions, start of the
+document) and its end (question, answer cue) and drops the middle::
+
+    half = int(max_length / 2)
+    prompt = decode(ids[:half]) + decode(ids[-half:])
+
+:func:`middle_truncate` does the same on token ids, without the decode/re-encode round trip.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device=None, left: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)``, both (B, T_max): the id lists padded with ``pad_id`` on the right (causal
+    models never attend to it) or on the ``left`` (generation prompts); mask is True on real tokens."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        cols = slice(T - len(s), T) if left else slice(0, len(s))
+        ids[i, cols] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, cols] = True
+    return ids.to(device), mask.to(device)
+
+
+def middle_truncate(ids: Sequence[int], budget: int) -> list[int]:
+    """Return ``ids`` unchanged (as a list) if ``len(ids) <= budget``; otherwise the first
+    ``budget // 2`` ids followed by the last ``budget // 2`` ids.
+
+    An odd budget therefore keeps ``budget - 1`` ids, as THUDM's ``half = int(max_length / 2)``
+    does. Unlike the Python slice ``ids[-0:]`` (which is the whole list), a budget of 0 or 1 never
+    silently keeps everything: it raises, because a prompt needing truncation to fewer than two
+    tokens is a configuration error (e.g. ``max_gen_toks`` >= the model's context length).
+
+    Raises ``ValueError`` for a negative budget, or for a budget below 2 when truncation is needed.
+    """
+    budget = int(budget)
+    if budget < 0:
+        raise ValueError(f"middle_truncate: budget must be >= 0, got {budget}")
+    ids = list(ids)
+    if len(ids) <= budget:
+        return ids
+    half = budget // 2
+    if half == 0:
+        raise ValueError(f"middle_truncate: a prompt of {len(ids)} tokens cannot be truncated to a budget of "
+                         f"{budget} (need at least 2 tokens); check max_length and max_gen_toks")
+    return ids[:half] + ids[-half:]
