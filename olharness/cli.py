@@ -4,7 +4,7 @@
     olharness run --model hf-lsm --model_args pretrained=gpt2 --tasks olh_lsm --metadata l_train=512 tokenizer=gpt2
     olharness ls tasks
 
-Before handing over to ``lm_eval.__main__.cli_evaluate`` it
+Before handing over to lm-eval's ``HarnessCLI`` it
 
 1. registers ``ol``, ``hf-lsm`` and ``hf-mid`` with lm-eval (``olharness.registration``);
 2. adds our ``tasks/`` folder to ``--include_path`` (after the user's own, if given);
@@ -13,18 +13,22 @@ Before handing over to ``lm_eval.__main__.cli_evaluate`` it
    ``l_train`` and ``tokenizer``. So length-scaled tasks (olh_lsm, olh_ppl_len, olh_mini_lc) need
    no ``--metadata`` for our checkpoints.
 
-A user error (``OLHError``: bad checkpoint, unknown metadata key, a model without ``lsm``) prints one
-line, ``error: ...``, and exits with status 2.
+A user error prints one line, ``error: ...``, and exits with status 2: ours (``OLHError``: bad
+checkpoint, unknown metadata key), a model without ``lsm`` asked for ``olh_lsm``, and the
+``ValueError``s lm-eval raises while checking the command line (unknown task or model name, bad
+``--metadata`` JSON); ``--limit`` must be positive.
 """
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from olharness.registration import TASKS_DIR, register_models
 
-_HARNESS_COMMANDS = ("run", "ls", "validate")
+#: where lm-eval validates its command line: a ValueError raised there is the user's input
+_LM_EVAL_VALIDATION = ("lm_eval/config/", "lm_eval/_cli/", "lm_eval/api/registry.py")
 
 
 def injected_metadata(model_args: dict | None, metadata: dict | None) -> dict:
@@ -53,27 +57,53 @@ def _with_our_tasks(include_path):
     return paths + ([TASKS_DIR] if TASKS_DIR not in paths else [])
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_error(e: BaseException) -> str | None:
+    """The one-line message for an exception a user's input caused, else None (a bug: traceback)."""
+    from trainer.errors import OLHError
+
+    if isinstance(e, OLHError):
+        return str(e)
+    if isinstance(e, AttributeError) and e.name == "lsm":  # lm-eval's getattr(lm, "lsm")
+        return (f"model '{type(e.obj).__name__}' cannot answer lsm requests (task olh_lsm); use --model ol "
+                "(our checkpoints) or --model hf-lsm (any Hugging Face model), or the loglikelihood-only "
+                "approximation, task olh_lsm_ll")
+    frames = traceback.extract_tb(e.__traceback__)
+    if isinstance(e, ValueError) and frames and any(s in frames[-1].filename.replace("\\", "/")
+                                                    for s in _LM_EVAL_VALIDATION):
+        return str(e).strip().splitlines()[0]
+    return None
+
+
+def _run() -> None:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
     from trainer.errors import OLHError
 
+    setup_logging()
+    parser = HarnessCLI()
+    args = parser.parse_args()
+    command = getattr(args, "command", None)
+    if command in ("run", "ls", "validate") and hasattr(args, "include_path"):
+        args.include_path = _with_our_tasks(args.include_path)
+    if command == "run":
+        if args.limit is not None and float(args.limit) <= 0:
+            raise OLHError(f"--limit must be > 0 (a count, or a fraction below 1), got {args.limit}")
+        args.metadata = injected_metadata(args.model_args, args.metadata) or None
+    parser.execute(args)
+
+
+def main(argv: list[str] | None = None) -> int:
     register_models()
-    args_in = list(sys.argv[1:] if argv is None else argv)
     saved = sys.argv
-    sys.argv = ["olharness", *args_in]
+    sys.argv = ["olharness", *(sys.argv[1:] if argv is None else argv)]
     try:
-        setup_logging()
-        parser = HarnessCLI()
-        args = parser.parse_args()
-        if getattr(args, "command", None) in ("run", "ls", "validate") and hasattr(args, "include_path"):
-            args.include_path = _with_our_tasks(args.include_path)
-        if getattr(args, "command", None) == "run":
-            args.metadata = injected_metadata(args.model_args, args.metadata) or None
-        parser.execute(args)
-    except OLHError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _run()
+    except Exception as e:  # noqa: BLE001 - only user errors are caught; the rest re-raise
+        msg = user_error(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     finally:
         sys.argv = saved

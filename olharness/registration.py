@@ -42,11 +42,6 @@ def _find_tasks_dir() -> Path:
 TASKS_DIR = str(_find_tasks_dir())
 
 
-def tasks_dir() -> str:
-    """Our task folder (what ``--include_path`` should name)."""
-    return TASKS_DIR
-
-
 def register_models() -> None:
     """Register ``ol``, ``hf-lsm`` and ``hf-mid`` with lm-eval, keeping the built-in models. Idempotent; a
     no-op when lm-eval is not installed."""

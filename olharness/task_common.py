@@ -11,8 +11,11 @@ Task metadata (``--metadata key=value ...`` or ``{"key": value}``; lm-eval also 
                 Else ``run_dir``'s, else ``pretrained``'s. It should be the scored model's tokenizer
                 (then lengths are exact); ``ol`` and our HF exports always find it themselves.
 ``texts``       held-out documents: a ``.txt`` file (one document), a ``.jsonl`` file (one document per
-                row, field ``text``), or a folder of them (recursive, sorted). Default: the held-out
-                Austen novels (Persuasion, Northanger Abbey; ``trainer.data.load_corpus("austen")``).
+                row, field ``text``), a folder of them (recursive, sorted), or ``corpus:SPEC`` (the
+                held-out part of ``trainer.data.load_corpus(SPEC)``). Default: the held-out Austen
+                novels (Persuasion, Northanger Abbey; ``trainer.data.load_corpus("austen")``).
+``trust_remote_code`` (a model argument lm-eval merges in) lets an HF tokenizer folder run its own
+                code; nothing else does.
 ``seed``        seed of every random draw of the task (default 1234).
 ``n_docs``      number of task documents (LSM samples / PPL spans); defaults in each task.
 ``divergence``  LSM divergence (``trainer.alignment.divergences``: sce, kl, sym_kl, js, l2; default sce).
@@ -160,21 +163,27 @@ class GeneratedTestTask:
 
 
 class RefTokenizer:
-    """encode/decode with a sentencepiece model (ours) or a Hugging Face tokenizer, no specials."""
+    """encode/decode with a sentencepiece model (ours) or a Hugging Face tokenizer, no specials.
 
-    def __init__(self, spec: str):
+    A folder's own Python code (an HF ``auto_map``) runs only with ``trust_remote_code=True``, which
+    the user passes (``--model_args ...,trust_remote_code=True`` reaches the task metadata): a folder
+    that merely looks like one of our exports is not trusted. Our exports need no code: their
+    ``tokenizer.model`` is read with sentencepiece."""
+
+    def __init__(self, spec: str, trust_remote_code: bool = False):
         self.spec = str(spec)
         p = Path(self.spec)
         sp_file = p if p.is_file() else p / "tokenizer.model" if (p / "tokenizer.model").is_file() else None
         if sp_file is not None and not (p.is_dir() and (p / "tokenizer_config.json").is_file() and not _is_ours(p)):
             from trainer.data import Tokenizer
 
-            self._sp, self._hf = Tokenizer.load(sp_file), None
+            self._sp, self._hf, self.kind = Tokenizer.load(sp_file), None, "sentencepiece"
             return
         try:
             from transformers import AutoTokenizer
 
-            self._sp, self._hf = None, AutoTokenizer.from_pretrained(self.spec, trust_remote_code=_is_ours(p))
+            self._sp, self.kind = None, "hf"
+            self._hf = AutoTokenizer.from_pretrained(self.spec, trust_remote_code=bool(trust_remote_code))
         except Exception as e:  # noqa: BLE001 - any loading failure is a bad spec
             raise OLHError(f"cannot load tokenizer '{spec}' (a sentencepiece .model, a folder, or an HF name): "
                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -190,9 +199,15 @@ def _is_ours(p: Path) -> bool:
     return (p / "olh_export.json").is_file()
 
 
+def trusts_remote_code(md: dict) -> bool:
+    """Did the user pass trust_remote_code=True (a model argument, merged into the metadata)?"""
+    return str(md.get("trust_remote_code", "")).strip().lower() in ("1", "true", "yes")
+
+
 def resolve_tokenizer(md: dict, task: str) -> RefTokenizer:
+    trust = trusts_remote_code(md)
     if md.get("tokenizer"):
-        return RefTokenizer(md["tokenizer"])
+        return RefTokenizer(md["tokenizer"], trust)
     for key in ("run_dir", "pretrained"):
         ck = _ol_checkpoint(md.get(key))
         if ck is not None:
@@ -200,7 +215,7 @@ def resolve_tokenizer(md: dict, task: str) -> RefTokenizer:
         if md.get(key) and (Path(str(md[key])) / "tokenizer.model").is_file():
             return RefTokenizer(Path(str(md[key])) / "tokenizer.model")
     if md.get("pretrained"):
-        return RefTokenizer(md["pretrained"])
+        return RefTokenizer(md["pretrained"], trust)
     raise OLHError(f"{task}: no reference tokenizer; pass --metadata tokenizer=PATH_OR_NAME (or run_dir=RUN_DIR)")
 
 
@@ -209,11 +224,11 @@ def resolve_tokenizer(md: dict, task: str) -> RefTokenizer:
 
 def load_texts(md: dict, task: str) -> list[tuple[str, str]]:
     """[(name, text)] of the held-out documents named by metadata ``texts`` (default Austen)."""
-    spec = md.get("texts")
-    if not spec:
+    spec = str(md.get("texts") or "")
+    if not spec or spec == "austen" or spec.startswith("corpus:"):
         from trainer.data import load_corpus
 
-        c = load_corpus("austen")
+        c = load_corpus(spec.removeprefix("corpus:") or "austen")
         return list(zip(c.heldout_names, c.heldout))
     p = Path(str(spec)).expanduser()
     if not p.exists():

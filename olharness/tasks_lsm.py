@@ -1,7 +1,7 @@
 """lm-eval tasks for Long-Short Misalignment: ``olh_lsm`` (exact, custom request) and ``olh_lsm_ll``
 (approximate, loglikelihood requests only). YAMLs in ``tasks/lsm/``.
 
-One task document = one sample of the paper's expectation (DESIGN §1.1): a held-out text ending at a
+One task document = one sample of the metric's expectation (docs/method.md): a held-out text ending at a
 random token position, and two suffix lengths l1, l2 ~ U[lo * l_train, hi * l_train] (seeded, sorted
 so that l_short <= l_long). ``suffix_range: [lo, hi]`` in the YAML: [0.5, 1.0] is the paper's
 ``olh_lsm``; ``olh_lsm_1x_2x`` / ``olh_lsm_2x_4x`` measure misalignment beyond the training length.
@@ -13,8 +13,10 @@ text holds ``2 * hi * l_train + 16`` tokens so a model with a different tokenize
 {"divergence", "kl_direction"}))``; the model (``ol``, ``hf-lsm``: ``olharness.lsm.LSMMixin``)
 returns the divergence between its next-token distributions after the two suffixes. Metrics (lower
 is better, mean over documents): ``lsm`` (metadata ``divergence``, default sce) and ``lsm_symkl``
-(symmetric KL: SCE without its two entropy terms). A model without ``lsm`` fails with a message
-naming the alternatives.
+(symmetric KL: SCE without its two entropy terms). The divergence scored is recorded in the task's
+metadata (``configs.<task>.metadata.divergence`` / ``kl_direction`` of lm-eval's results), so a report
+labels the column by what was scored. A model without ``lsm`` fails (lm-eval's AttributeError; the
+``olharness`` command turns it into one line naming the alternatives, ``olharness.cli``).
 
 ``olh_lsm_ll`` (APPROXIMATE): for both suffixes, ``loglikelihood`` of each of K candidate
 continuations (the ``n_candidates`` most frequent reference tokens of the texts, plus the true next
@@ -29,7 +31,6 @@ from collections import Counter
 import datasets
 import numpy as np
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import LM
 from lm_eval.api.task import ConfigurableTask
 
 from olharness import task_common as tc
@@ -40,36 +41,6 @@ MARGIN = 16
 EXACT_METRICS = ("lsm", "lsm_symkl")
 APPROX_METRICS = ("lsm_ll_approx", "lsm_ll_approx_symkl")
 DEFAULT_N_DOCS = 32
-
-
-def _passthrough(items):  # metric fn for the registry; process_results computes the values
-    return items
-
-
-def _register_metrics() -> None:
-    from lm_eval.api.registry import metric_registry, register_metric
-
-    for name in EXACT_METRICS + APPROX_METRICS:
-        if name not in metric_registry:
-            register_metric(metric=name, higher_is_better=False, aggregation="mean")(_passthrough)
-
-
-def _no_lsm(self, requests, disable_tqdm: bool = False):
-    raise OLHError(f"model '{type(self).__name__}' cannot answer lsm requests (task olh_lsm); use --model ol "
-                   "(our checkpoints) or --model hf-lsm (any Hugging Face model), or the loglikelihood-only "
-                   "approximation, task olh_lsm_ll")
-
-
-def _install_lsm_guard() -> None:
-    """lm-eval calls ``getattr(lm, "lsm")``; without this a model lacking it dies with a bare
-    AttributeError. The base class gets a fallback that raises a clear error instead (models with
-    the LSM mixin override it)."""
-    if not hasattr(LM, "lsm"):
-        LM.lsm = _no_lsm
-
-
-_register_metrics()
-_install_lsm_guard()
 
 
 def build_rows(docs: list[tuple[str, list[int]]], tok, l_train: int, suffix_range, n_docs: int, seed: int,
@@ -136,6 +107,8 @@ class LSMTask(tc.GeneratedTestTask, ConfigurableTask):
         self.divergence = str(md.get("divergence") or DEFAULT_DIVERGENCE)
         self.kl_direction = str(md.get("kl_direction") or "long_short")
         check_divergence(self.divergence, self.kl_direction)
+        if isinstance(self.config.metadata, dict):  # lm-eval writes it into results["configs"][task]
+            self.config.metadata.update(divergence=self.divergence, kl_direction=self.kl_direction)
         self.l_train = tc.resolve_l_train(md, task)
         tok = tc.resolve_tokenizer(md, task)
         rows = build_rows(tc.tokenized_docs(md, task, tok), tok, self.l_train, self.suffix_range,

@@ -9,6 +9,8 @@ import pytest
 
 from olharness.longbench import mini_lc
 from olharness.longbench.loading import DataError
+from olharness.task_common import load_texts
+from trainer.errors import OLHError
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO / "tests" / "assets" / "longbench" / "mini_lc_text.txt"  # Persuasion, ch. 1-3 (public domain)
@@ -98,12 +100,14 @@ def test_bad_inputs():
         mini_lc.build_mini_lc([TEXT.read_text()], words, 64, 0, 1, datasets=["passkey"])
     with pytest.raises(DataError, match="no sentences|only"):
         mini_lc.build_mini_lc(["too short"], words, 64, 0, 1)
-    with pytest.raises(DataError, match=r"needs the model's training length.*l_train"):
+    with pytest.raises(OLHError, match=r"training length is unknown; pass --metadata l_train"):
         mini_lc.load_mini_rows("mini_passkey", {"texts": str(TEXT)})
-    with pytest.raises(DataError, match="texts file .* not found"):
+    with pytest.raises(DataError, match="texts=/nonexistent.txt does not exist"):
         mini_lc.load_mini_rows("mini_passkey", {"l_train": 64, "texts": "/nonexistent.txt"})
-    with pytest.raises(DataError, match="tokenizer .* not found"):
+    with pytest.raises(OLHError, match="cannot load tokenizer '/x.model'"):
         mini_lc.load_mini_rows("mini_passkey", {"l_train": 64, "texts": str(TEXT), "mini_lc_tokenizer": "/x.model"})
+    with pytest.raises(OLHError, match="unknown metadata key.*mini_lc_nn"):
+        mini_lc.load_mini_rows("mini_passkey", {"l_train": 64, "texts": str(TEXT), "mini_lc_nn": 3})
 
 
 def test_sentencepiece_lengths(tmp_path):
@@ -144,9 +148,8 @@ def test_default_texts_are_the_heldout_corpus(monkeypatch):
 
     calls = []
     monkeypatch.setattr(trainer.data, "load_corpus", lambda spec: calls.append(spec) or FakeCorpus())
-    texts, desc = mini_lc.load_texts(None)
-    assert calls == ["austen"] and texts == FakeCorpus.heldout and "Persuasion" in desc
-    mini_lc.load_texts("corpus:/some/path")
+    assert load_texts({}, "t") == [("Persuasion", FakeCorpus.heldout[0])] and calls == ["austen"]
+    load_texts({"texts": "corpus:/some/path"}, "t")
     assert calls[-1] == "/some/path"
 
 

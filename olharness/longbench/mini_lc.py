@@ -38,14 +38,13 @@ answer strings.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from pathlib import Path
 
+from olharness import task_common as tc
 from olharness.longbench.loading import DataError
 from olharness.longbench.metrics import count_score, retrieval_score
 
@@ -454,167 +453,46 @@ def mc_choices(row: dict, seed: int, k: int = MC_K) -> tuple[list[str], int]:
 
 
 # ------------------------------------------------------------------------- metadata-driven loading
-def make_token_counter(tokenizer: str | None) -> tuple[Callable[[str], int], str]:
-    """A token counter from a sentencepiece ``.model`` file, or whitespace words when ``None``."""
-    if tokenizer:
-        path = Path(tokenizer).expanduser()
-        if not path.is_file():
-            raise DataError(f"mini_lc: tokenizer {path} not found (expected a sentencepiece .model file)")
-        try:
-            import sentencepiece as spm
-
-            sp = spm.SentencePieceProcessor(model_file=str(path))
-        except Exception as err:
-            raise DataError(f"mini_lc: cannot load sentencepiece model {path}: {err}") from None
-        return (lambda s: len(sp.encode(s))), f"sentencepiece:{path}"
-    return (lambda s: len(s.split())), "whitespace-words"
+def mini_seed(metadata: dict | None) -> int:
+    """The suite's seed: ``mini_lc_seed``, else ``seed``, else 0 (the seed of the published tables)."""
+    md = metadata or {}
+    return tc._int({"seed": md.get("mini_lc_seed", md.get("seed"))}, "seed", 0, minimum=0)
 
 
-def load_texts(spec: str | None) -> tuple[list[str], str]:
-    """Source texts: a ``.txt`` file (one document), a ``.jsonl`` file (``text`` per line),
-    ``corpus:<spec>`` (held-out part of ``trainer.data.load_corpus(spec)``), or by default the
-    held-out Austen novels."""
-    if spec and not str(spec).startswith("corpus:") and str(spec) != "austen":
-        path = Path(str(spec)).expanduser()
-        if not path.is_file():
-            raise DataError(f"mini_lc: texts file {path} not found")
-        if path.suffix == ".jsonl":
-            docs = []
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                        docs.append(obj["text"])
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        msg = f"{path}:{lineno}: expected a JSON object with a 'text' field"
-                        raise DataError(msg) from None
-            return docs, str(path)
-        return [path.read_text(encoding="utf-8")], str(path)
-    corpus_spec = str(spec)[len("corpus:") :] if spec and str(spec).startswith("corpus:") else "austen"
-    try:
-        from trainer.data import load_corpus
-    except ImportError as err:
-        msg = f"mini_lc: trainer.data is unavailable ({err}); pass metadata 'texts' (a .txt file)"
-        raise DataError(msg) from None
-    corpus = load_corpus(corpus_spec)
-    return list(corpus.heldout), f"heldout of corpus {corpus_spec!r} ({', '.join(corpus.heldout_names)})"
-
-
-def _project_helpers():
-    """``olharness.task_common`` (the LSM / PPL tasks' metadata conventions), if present."""
-    try:
-        from olharness import task_common
-    except ImportError:  # pragma: no cover - olharness without the other task families
-        return None
-    if not all(hasattr(task_common, f) for f in ("resolve_l_train", "resolve_tokenizer")):
-        return None  # pragma: no cover
-    return task_common
-
-
-def _find_spm(metadata: dict) -> str | None:
-    """Fallback without ``task_common``: ``tokenizer`` if a ``.model`` file, else
-    ``<pretrained or run_dir>/tokenizer.model``."""
-    tok = metadata.get("tokenizer")
-    if tok and str(tok).endswith(".model") and Path(str(tok)).expanduser().is_file():
-        return str(tok)
-    for key in ("run_dir", "pretrained"):
-        value = metadata.get(key)
-        if isinstance(value, str) and (Path(value).expanduser() / "tokenizer.model").is_file():
-            return str(Path(value).expanduser() / "tokenizer.model")
-    return None
-
-
-_COUNTERS: dict[tuple, tuple[Callable[[str], int], str]] = {}
-
-
-def resolve_counter(metadata: dict) -> tuple:
-    """Key of the token counter for these metadata (the counter is in ``_COUNTERS[key]``):
-
-    1. ``mini_lc_tokenizer``: a sentencepiece ``.model`` file;
-    2. ``tokenizer`` / ``run_dir`` / ``pretrained``, read as the other olharness tasks read them
-       (``olharness.task_common.resolve_tokenizer``: our run directory or ``.model`` file, or a
-       Hugging Face tokenizer name or folder), so ``--model_args pretrained=...`` counts in the
-       evaluated model's tokens;
-    3. otherwise whitespace words, with a warning.
-    """
+def _counter(metadata: dict, task: str) -> tuple[Callable[[str], int], str]:
+    """Token counter: the reference tokenizer named by ``mini_lc_tokenizer``, else by ``tokenizer`` /
+    ``run_dir`` / ``pretrained`` (``olharness.task_common.resolve_tokenizer``), else whitespace words."""
     if metadata.get("mini_lc_tokenizer"):
-        key = ("spm", str(metadata["mini_lc_tokenizer"]))
-        if key not in _COUNTERS:
-            _COUNTERS[key] = make_token_counter(key[1])
-        return key
-    refs = tuple((k, str(metadata[k])) for k in ("tokenizer", "run_dir", "pretrained") if metadata.get(k))
-    if refs:
-        helpers = _project_helpers()
-        key = ("ref", *refs)
-        if key not in _COUNTERS:
-            if helpers is not None:
-                tok = helpers.resolve_tokenizer(dict(metadata), "olh_mini_lc")
-                _COUNTERS[key] = ((lambda s, _t=tok: len(_t.encode(s))), f"reference tokenizer {tok.spec}")
-            elif (path := _find_spm(metadata)) is not None:
-                _COUNTERS[key] = make_token_counter(path)
-        if key in _COUNTERS:
-            return key
-    log.warning("olh_mini_lc: no tokenizer given; lengths are WHITESPACE WORDS, not model tokens")
-    key = ("words",)
-    _COUNTERS.setdefault(key, make_token_counter(None))
-    return key
-
-
-def resolve_l_train(metadata: dict) -> int:
-    """``l_train``, else the training length of the run in ``run_dir`` / ``pretrained`` (via
-    ``olharness.task_common``)."""
-    value = metadata.get("l_train")
-    if value in (None, ""):
-        helpers = _project_helpers()
-        if helpers is not None and (metadata.get("run_dir") or metadata.get("pretrained")):
-            return int(helpers.resolve_l_train(dict(metadata), "olh_mini_lc"))
-        raise DataError(
-            "olh_mini_lc needs the model's training length: --metadata '{\"l_train\": 512}' "
-            "(prompts are built at 1x, 2x, 4x, 8x l_train tokens)"
-        )
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise DataError(f"olh_mini_lc: metadata l_train must be an integer, got {value!r}") from None
+        tok = tc.RefTokenizer(metadata["mini_lc_tokenizer"], tc.trusts_remote_code(metadata))
+    elif any(metadata.get(k) for k in ("tokenizer", "run_dir", "pretrained")):
+        tok = tc.resolve_tokenizer(metadata, task)
+    else:
+        log.warning("%s: no tokenizer given; lengths are WHITESPACE WORDS, not model tokens", task)
+        return (lambda s: len(s.split())), "whitespace-words"
+    return (lambda s: len(tok.encode(s))), f"reference tokenizer {tok.spec} ({tok.kind})"
 
 
 @lru_cache(maxsize=8)
-def _cached_rows(texts_spec, counter_key, l_train, seed, n, dataset, para_tokens):
-    texts, texts_desc = load_texts(texts_spec)
-    count, tok_desc = _COUNTERS[counter_key]
-    rows = build_mini_lc(texts, count, l_train, seed, n, datasets=(dataset,), para_tokens=para_tokens)
-    return rows, f"texts={texts_desc}; tokens={tok_desc}; l_train={l_train}; seed={seed}; n_per_bucket={n}"
-
-
-def mini_seed(metadata: dict | None) -> int:
-    """The suite's seed: ``mini_lc_seed``, else ``seed``, else 0."""
-    md = metadata or {}
-    try:
-        return int(md.get("mini_lc_seed", md.get("seed", 0)))
-    except (TypeError, ValueError) as err:
-        raise DataError(f"olh_mini_lc: bad metadata value ({err})") from None
+def _cached_rows(md_items: tuple, l_train: int, seed: int, n: int, dataset: str, para: int | None):
+    md, task = dict(md_items), "olh_mini_lc"
+    count, tok_desc = _counter(md, task)
+    docs = tc.load_texts(md, task)
+    rows = build_mini_lc([t for _, t in docs], count, l_train, seed, n, datasets=(dataset,), para_tokens=para)
+    return rows, (f"texts={md.get('texts') or 'held-out Austen'} ({len(docs)} documents); tokens={tok_desc}; "
+                  f"l_train={l_train}; seed={seed}; n_per_bucket={n}")
 
 
 def load_mini_rows(dataset: str, metadata: dict | None) -> tuple[list[dict], str, int]:
-    """Rows of one mini dataset from task metadata. Keys: ``mini_lc_l_train`` (else ``l_train``, or
-    ``run_dir`` / ``pretrained`` of one of our runs; lets a grid score LSM/PPL at one length and the
-    mini suite at another), ``texts``, ``mini_lc_tokenizer`` (else ``tokenizer`` /
-    ``run_dir`` / ``pretrained``, see :func:`resolve_counter`), ``mini_lc_seed`` (else ``seed``,
-    else 0), ``mini_lc_n`` (rows per bucket, 20), ``mini_lc_para_tokens``.
-    Returns ``(rows, description, l_train)``."""
-    md = dict(metadata or {})
-    l_train = int(md["mini_lc_l_train"]) if md.get("mini_lc_l_train") else resolve_l_train(md)
-    seed = mini_seed(md)
-    try:
-        n = int(md.get("mini_lc_n", 20))
-        para = md.get("mini_lc_para_tokens")
-        para = int(para) if para not in (None, "") else None
-    except (TypeError, ValueError) as err:
-        raise DataError(f"olh_mini_lc: bad metadata value ({err})") from None
-    counter_key = resolve_counter(md)
-    texts = md.get("texts")
-    texts = str(texts) if texts not in (None, "") else None
-    rows, desc = _cached_rows(texts, counter_key, l_train, seed, n, dataset, para)
+    """Rows of one mini dataset from task metadata (the keys of ``olharness.task_common``, plus):
+    ``mini_lc_l_train`` (else ``l_train`` / ``run_dir`` / ``pretrained``: lets a grid score LSM/PPL at
+    one length and the mini suite at another), ``mini_lc_tokenizer`` (else ``tokenizer`` / ``run_dir``
+    / ``pretrained``), ``mini_lc_seed`` (else ``seed``, else 0), ``mini_lc_n`` (rows per bucket, 20),
+    ``mini_lc_para_tokens``. Returns ``(rows, description, l_train)``."""
+    task = "olh_mini_lc"
+    md = tc.check_metadata(metadata, task)
+    l_train = tc._int(md, "mini_lc_l_train") or tc.resolve_l_train(md, task)
+    n, para = tc._int(md, "mini_lc_n", 20), tc._int(md, "mini_lc_para_tokens")
+    keys = ("texts", "mini_lc_tokenizer", "tokenizer", "run_dir", "pretrained", "trust_remote_code")
+    md_items = tuple((k, str(md[k])) for k in keys if md.get(k) not in (None, ""))
+    rows, desc = _cached_rows(md_items, l_train, mini_seed(md), n, dataset, para)
     return [dict(r) for r in rows], desc, l_train
