@@ -92,3 +92,38 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ, **OFFLINE_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
+
+
+@pytest.fixture(scope="session")
+def _shared_task_index():
+    """lm-eval's CLI indexes its ~10k built-in task YAMLs on every run; in-process CLI tests share one index."""
+    from lm_eval.tasks import _index
+
+    saved = _index.TaskIndex.__dict__["build"]  # the staticmethod object itself, to restore as is
+    orig = _index.TaskIndex.build
+    cache: dict = {}
+
+    def build(paths, *, resolve_includes=True):
+        key = (tuple(str(p) for p in paths), resolve_includes)
+        if key not in cache:
+            cache[key] = orig(paths, resolve_includes=resolve_includes)
+        return dict(cache[key])
+
+    _index.TaskIndex.build = staticmethod(build)
+    yield
+    _index.TaskIndex.build = saved
+
+
+@pytest.fixture
+def _cli_logging():
+    """lm-eval's setup_logging binds a handler to the sys.stderr of its first call; under pytest's
+    capture that stream is gone by the next test, so give each in-process CLI run its own."""
+    import logging
+
+    import lm_eval.utils
+
+    yield
+    lm_eval.utils._LOGGING_CONFIGURED = False
+    logger = logging.getLogger("lm_eval")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)

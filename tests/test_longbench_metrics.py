@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -322,3 +324,22 @@ def test_dataset_metric_table():
     assert M.DATASET2METRIC["trec"] is M.classification_score
     assert M.DATASET2METRIC["repobench-p"] is M.code_sim_score
     assert M.FIRST_LINE_DATASETS == {"trec", "triviaqa", "samsum"}
+
+
+# ---------------------------------------------------------------------- independent THUDM oracle
+ORACLE = Path(__file__).parent / "assets" / "longbench" / "thudm_oracle.jsonl"
+
+
+def oracle_cases() -> list[dict]:
+    """520 cases (40 per LongBench-E dataset) scored by THUDM's own metrics.py / eval.py (rouge==1.0.1,
+    fuzzywuzzy without python-Levenshtein, CPython 3.11), independently of this project."""
+    return [json.loads(line) for line in ORACLE.read_text().splitlines() if line.strip()]
+
+
+def test_every_oracle_case_matches_thudm():
+    cases = oracle_cases()
+    assert len(cases) == 520 and {c["dataset"] for c in cases} == set(M.DATASET2METRIC)
+    wrong = [(c["dataset"], c["prediction"][:60], got, c["thudm_score"]) for c in cases
+             if (got := score_prediction(c["dataset"], c["prediction"], c["answers"], c["all_classes"]))
+             != c["thudm_score"]]
+    assert not wrong, f"{len(wrong)} of {len(cases)} cases differ from THUDM, e.g. {wrong[:3]}"

@@ -283,16 +283,36 @@ def test_e2e_groups_are_unweighted_means_over_datasets(e2e):
     assert abs(weighted - overall["score,none"]) > 1e-3
 
 
-def test_e2e_matches_thudm_scorer_on_the_same_predictions(e2e):
-    """The lm-eval numbers, rounded to 2 decimals, equal THUDM eval.py's ``scorer_e`` output."""
-    out, _ = e2e
+def test_e2e_matches_the_independent_thudm_oracle(tmp_path):
+    """Every case of THUDM's own scorer (tests/assets/longbench/thudm_oracle.jsonl) through the whole
+    lm-eval pipeline (prompt, generation, first-line cut, metric, aggregation): each dataset's score
+    is 100 x the mean of THUDM's per-case scores."""
+    import lm_eval
+    from lm_eval.api.model import LM
+    from lm_eval.tasks import TaskManager
+
+    cases = [json.loads(x) for x in (FIXTURE_DIR / "thudm_oracle.jsonl").read_text().splitlines() if x.strip()]
     for ds in protocol.DATASETS:
-        rows = read_rows(FIXTURE_DIR / f"{ds}_e.jsonl", f"{ds}_e")
-        preds = [PREDICTIONS[r["_id"]]["prediction"] for r in rows]
-        answers, lengths = [r["answers"] for r in rows], [r["length"] for r in rows]
-        thudm = protocol.scorer_e(ds, preds, answers, lengths, rows[0]["all_classes"])
-        ours = out["results"][f"olh_longbench_e_{ds}"]
-        assert thudm == {b: round(ours[f"score_{b},none"], 2) for b in protocol.BUCKETS}
+        with (tmp_path / f"{ds}_e.jsonl").open("w") as fh:
+            for i, c in enumerate(cases):
+                if c["dataset"] == ds:
+                    fh.write(json.dumps({"input": "q", "context": f"oracle-case-{i}-", "answers": c["answers"],
+                                         "length": 100, "dataset": f"{ds}_e", "language": "en",
+                                         "all_classes": c["all_classes"], "_id": str(i)}) + "\n")
+
+    class OracleLM(LM):
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return [cases[int(re.search(r"oracle-case-(\d+)-", r.args[0]).group(1))]["prediction"] for r in requests]
+
+        loglikelihood = loglikelihood_rolling = None
+
+    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"longbench_dir": str(tmp_path)})
+    res = lm_eval.simple_evaluate(model=OracleLM(), tasks=["olh_longbench_e"], task_manager=tm, bootstrap_iters=0,
+                                  log_samples=False)["results"]
+    for ds in protocol.DATASETS:
+        want = [c["thudm_score"] for c in cases if c["dataset"] == ds]
+        assert len(want) == 40
+        assert res[f"olh_longbench_e_{ds}"]["score,none"] == pytest.approx(100 * sum(want) / 40, abs=1e-9), ds
 
 
 def test_empty_bucket_is_nan(tmp_path):

@@ -111,7 +111,7 @@ def test_bad_inputs():
 
 
 def test_sentencepiece_lengths(tmp_path):
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm
     spm.SentencePieceTrainer.train(
         input=str(TEXT), model_prefix=str(tmp_path / "tok"), vocab_size=300, model_type="bpe",
         num_threads=1, minloglevel=2,
@@ -244,7 +244,7 @@ def test_paragraph_sizes_are_bounded():
 def test_run_dir_gives_l_train_and_tokenizer(tmp_path):
     """Same metadata conventions as the other olharness tasks: ``run_dir`` (or the ``ol`` model's
     ``pretrained``) names one of our runs, whose config gives l_train and whose tokenizer counts."""
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm
     import json
 
     ck = tmp_path / "run" / "checkpoint"

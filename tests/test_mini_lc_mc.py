@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from olharness.longbench import mini_lc
-from tests.conftest_olh import olh_ckpts, olh_offline_env  # noqa: F401  (fixtures)
+from tests.conftest_olh import olh_offline_env  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = REPO / "tests" / "assets" / "longbench" / "mini_lc_text.txt"  # Persuasion, ch. 1-3 (public domain)
@@ -194,14 +194,30 @@ def test_e2e_ties_go_to_the_first_choice_and_empty_buckets_are_nan():
     assert math.isnan(res["olh_mini_lc_mc"]["acc_4x,none"]) and not math.isnan(res["olh_mini_lc_mc"]["acc,none"])
 
 
-def test_e2e_with_an_ol_checkpoint(olh_ckpts):
-    """``ol`` scores the choices by loglikelihood (tiny untrained decoder, its own tokenizer counts)."""
+def test_e2e_with_an_ol_checkpoint(tiny_run):
+    """``ol`` scores the choices by loglikelihood (a tiny trained decoder, its own tokenizer counts):
+    acc and acc_calib equal the argmax over the choices' loglikelihoods, computed here request by request."""
+    from lm_eval.api.instance import Instance
+
     from olharness.model import OLM
 
-    lm = OLM(pretrained=str(olh_ckpts["decoder"]), device="cpu", batch_size=8, max_length=8 * 128 + 8)
-    out = _evaluate(lm, tasks=["olh_mini_lc_mc_passkey"], mini_lc_l_train=128, mini_lc_n=1,
-                    pretrained=str(olh_ckpts["decoder"]))  # fmt: skip
+    run = str(tiny_run("decoder"))
+    lm = OLM(pretrained=run, device="cpu", batch_size=8, max_length=8 * 128 + 8)
+    out = _evaluate(lm, tasks=["olh_mini_lc_mc_passkey"], mini_lc_l_train=128, mini_lc_n=1, pretrained=run)
     res = out["results"]["olh_mini_lc_mc_passkey"]
-    assert 0.0 <= res["acc,none"] <= 1.0 and res["chance,none"] == 0.25
-    assert all(res[f"acc_{b},none"] in (0.0, 1.0) for b in mini_lc.BUCKETS)
+    rows = mini_lc.load_mini_rows("mini_passkey", {"l_train": 64, "texts": str(TEXT), "mini_lc_n": 1,
+                                                    "mini_lc_l_train": 128, "pretrained": run})[0]
+    acc, calib = [], []
+    for r in rows:
+        choices, gold = mini_lc.mc_choices(r, 0)
+        lls = []
+        for prompt in (mini_lc.render_prompt(r["dataset"], r), mini_lc.render_prompt_without_context(r["dataset"], r)):
+            reqs = [Instance("loglikelihood", {}, (prompt, c), 0) for c in choices]
+            lls.append([x for x, _ in lm.loglikelihood(reqs, disable_tqdm=True)])
+        acc.append(float(max(range(len(choices)), key=lambda i: (lls[0][i], -i)) == gold))
+        gain = [a - b for a, b in zip(*lls)]
+        calib.append(float(max(range(len(choices)), key=lambda i: (gain[i], -i)) == gold))
+    assert len(rows) == 4 and res["chance,none"] == 0.25
+    assert res["acc,none"] == pytest.approx(sum(acc) / 4) and res["acc_calib,none"] == pytest.approx(sum(calib) / 4)
+    assert [res[f"acc_{b},none"] for b in mini_lc.BUCKETS] == acc  # one row per bucket, in bucket order
     assert "reference tokenizer" in out["configs"]["olh_mini_lc_mc_passkey"]["metadata"]["data_source"]

@@ -4,18 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+import accelerate  # noqa: F401  (lm-eval's hf model needs it)
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import get_model
+
+import olharness  # noqa: F401  (registers ol, hf-lsm)
+from olharness.export_hf import export
 from tests.conftest_olh import build_checkpoint, olh_ckpts, olh_offline_env  # noqa: F401  (fixtures)
-
-pytest.importorskip("lm_eval")
-pytest.importorskip("transformers")
-pytest.importorskip("accelerate")  # lm-eval's hf model needs it
-
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.api.registry import get_model  # noqa: E402
-
-import olharness  # noqa: E402,F401  (registers ol, hf-lsm)
-from olharness.export_hf import export  # noqa: E402
-from trainer.errors import OLHError  # noqa: E402
+from trainer.errors import OLHError
 
 
 def req(kind, *args):

@@ -7,12 +7,10 @@ import torch.nn.functional as F
 
 from tests.conftest_olh import ARCHS, olh_ckpts, olh_offline_env  # noqa: F401  (fixtures)
 
-pytest.importorskip("lm_eval")
+from lm_eval.api.instance import Instance
 
-from lm_eval.api.instance import Instance  # noqa: E402
-
-from olharness.model import OLM  # noqa: E402
-from trainer.errors import CheckpointError, OLHError  # noqa: E402
+from olharness.model import OLM
+from trainer.errors import CheckpointError, OLHError
 
 TEXT = ("Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement, "
         "never took up any book but the Baronetage.")

@@ -9,12 +9,10 @@ import torch.nn.functional as F
 
 from tests.conftest_olh import olh_ckpts, olh_offline_env  # noqa: F401  (fixtures)
 
-pytest.importorskip("lm_eval")
-
-from olharness import TASKS_DIR  # noqa: E402
-from olharness.model import OLM  # noqa: E402
-from olharness.tasks_ppl import count_words, pick_spans  # noqa: E402
-from trainer.errors import DataError  # noqa: E402
+from olharness import TASKS_DIR
+from olharness.model import OLM
+from olharness.tasks_ppl import count_words, pick_spans
+from trainer.errors import DataError
 
 
 def test_count_words_counts_each_word_once_per_span():
