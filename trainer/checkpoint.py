@@ -8,6 +8,9 @@ Layout of RUN_DIR/checkpoint/ (also what `load_model` and the lm-eval `ol` model
     rng.safetensors      torch CPU RNG state and the l_extra generator state
     optimizer.pt         plain-torch optimizer + scheduler state (tensors only: read with weights_only=True)
     ds/                  DeepSpeed's own checkpoint instead of optimizer.pt when trained with --deepspeed
+    hf/                  arch=hf only: the Hugging Face model directory (save_pretrained: weights, config
+                         with the RoPE extension, tokenizer) that lm-eval's hf / hf-lsm / hf-mid load;
+                         there is no tokenizer.model then (the model's own tokenizer is in hf/)
 
 A save writes RUN_DIR/checkpoint.tmp-<pid>/ and renames it over checkpoint/, so a crash leaves either
 the old or the new checkpoint, never half of one.
@@ -26,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from trainer.config import RunConfig
 from trainer.errors import CheckpointError, OLHError
 
-REQUIRED = ("config.json", "tokenizer.model", "model.safetensors")
+REQUIRED = ("config.json", "tokenizer.model|hf", "model.safetensors")  # a|b: either one
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -37,7 +40,7 @@ def checkpoint_dir(path: str | Path) -> Path:
     ck = p / "checkpoint" if (p / "checkpoint").is_dir() else p if (p / "model.safetensors").exists() else None
     if ck is None:
         raise CheckpointError(f"no checkpoint in {p}: expected {p}/checkpoint/ or {p}/model.safetensors")
-    missing = [f for f in REQUIRED if not (ck / f).exists()]
+    missing = [f.replace("|", " or ") for f in REQUIRED if not any((ck / x).exists() for x in f.split("|"))]
     if missing:
         raise CheckpointError(f"checkpoint {ck} is incomplete: missing {', '.join(missing)}")
     return ck
@@ -70,6 +73,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
     ck = checkpoint_dir(path)
     cfg = RunConfig.load(ck / "config.json")
+    if (ck / "hf").is_dir():
+        raise CheckpointError(f"{ck} holds a Hugging Face model (arch=hf): load {ck / 'hf'} with "
+                              f"transformers or score it with lm_eval --model hf")
     try:
         model = build_model(cfg.model)
     except OLHError as e:
@@ -79,11 +85,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), cfg, tok
 
 
-def save_checkpoint(run_dir: Path, *, cfg: RunConfig, state_dict: dict, tokenizer_path: Path,
+def save_checkpoint(run_dir: Path, *, cfg: RunConfig, state_dict: dict, tokenizer_path: Path | None,
                     trainer_state: dict, rng: dict[str, torch.Tensor], optimizer_state: dict | None,
-                    write_ds=None, is_main: bool = True, barrier=lambda: None) -> Path:
+                    write_ds=None, write_extra=None, is_main: bool = True, barrier=lambda: None) -> Path:
     """Write a complete checkpoint to a temp dir and swap it in. `write_ds(dir)` lets every rank
-    write DeepSpeed's sharded state (a collective) into the temp dir before rank 0 swaps."""
+    write DeepSpeed's sharded state (a collective) into the temp dir before rank 0 swaps;
+    `write_extra(dir)` (rank 0) adds files beside the state, e.g. arch=hf's save_pretrained directory."""
     run_dir = Path(run_dir)
     final = run_dir / "checkpoint"
     tmp = run_dir / "checkpoint.tmp"
@@ -95,7 +102,10 @@ def save_checkpoint(run_dir: Path, *, cfg: RunConfig, state_dict: dict, tokenize
         write_ds(tmp / "ds")
     if is_main:
         cfg.save(tmp / "config.json")
-        shutil.copyfile(tokenizer_path, tmp / "tokenizer.model")
+        if tokenizer_path is not None:
+            shutil.copyfile(tokenizer_path, tmp / "tokenizer.model")
+        if write_extra is not None:
+            write_extra(tmp)
         save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()},
                   str(tmp / "model.safetensors"))
         save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))

@@ -61,9 +61,13 @@ class ModelConfig:
     rope_base: float = 10000.0
     """RoPE base frequency."""
     rope_scaling: str = "none"
-    """RoPE context-extension method: none, pi, ntk, abf (see trainer/models/positional.py)."""
+    """RoPE context-extension method: none, pi, ntk, abf (see trainer/models/positional.py); arch=hf also yarn (trainer/models/hf.py)."""
     rope_scale: float = 1.0
     """Scale factor of the RoPE extension method (e.g. 4 to go from L to 4L)."""
+    trust_remote_code: bool = False
+    """arch=hf: allow running model/tokenizer code shipped with --init_from (our own exports need it)."""
+    gradient_checkpointing: bool = False
+    """arch=hf: recompute activations in the backward pass (less memory, about one more forward)."""
 
 
 @dataclass

@@ -27,17 +27,19 @@ import torch
 from trainer.alignment import DIVERGENCES, SCHEDULES, SCOPES, TARGETS, Objective
 from safetensors.torch import load_file
 
-from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_model, load_state_into,
+from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_state_into,
                                 load_training_state, save_checkpoint)
 from trainer.config import PRESETS, RunConfig, build_parser, config_from_namespace, resume_conflicts
 from trainer.errors import OLHError
 from trainer.models import CELLS, MODELS, POSITIONAL, ROPE_SCALING, build_model, check_positions
+from trainer.models.hf import HF_ROPE, load_pretrained
 
 
 def registry_choices() -> dict[str, str]:
     return {"arch": MODELS.describe(), "pe": POSITIONAL.describe(), "cell": CELLS.describe(),
             "divergence": DIVERGENCES.describe(), "scope": SCOPES.describe(), "target": TARGETS.describe(),
-            "alpha_schedule": SCHEDULES.describe(), "rope_scaling": ROPE_SCALING.describe()}
+            "alpha_schedule": SCHEDULES.describe(),
+            "rope_scaling": ROPE_SCALING.describe() + " | arch=hf: " + HF_ROPE.describe()}
 
 
 # ---------------------------------------------------------------------------------------- runtime
@@ -194,7 +196,8 @@ def setup(cfg: RunConfig, local_rank: int):
     out = Path(cfg.train.out)
     resume_from = check_resume(cfg, out)
     rt = Runtime(cfg, local_rank)
-    init_ck = checkpoint_dir(cfg.train.init_from) if cfg.train.init_from else None
+    pretrained = getattr(MODELS.get(cfg.model.arch), "pretrained", False)  # arch=hf: --init_from is the HF model
+    init_ck = checkpoint_dir(cfg.train.init_from) if cfg.train.init_from and not pretrained else None
     if init_ck is not None:
         cfg = adopt_architecture(cfg, init_ck)
     if rt.main:
@@ -203,11 +206,27 @@ def setup(cfg: RunConfig, local_rank: int):
     return cfg, rt, out, resume_from, init_ck
 
 
+def model_and_tokenizer(cfg: RunConfig, rt: Runtime, out: Path, corpus, init_ck: Path | None):
+    """arch=hf: both from --init_from (trainer/models/hf.py; under ZeRO-3 the weights load partitioned,
+    so the DeepSpeed config is needed before deepspeed.initialize). Otherwise the run's sentencepiece
+    tokenizer and a fresh model, holding --init_from's weights when given."""
+    if getattr(MODELS.get(cfg.model.arch), "pretrained", False):
+        return load_pretrained(cfg, out, is_main=rt.main, barrier=rt.barrier,
+                               ds_config=ds_config(cfg, rt) if rt.ds else None,
+                               dtype=rt.dtype if rt.ds else torch.float32)
+    tok = prepare_tokenizer(cfg, corpus, out, rt, init_ck)
+    torch.manual_seed(cfg.train.seed)  # identical init on every rank
+    model = build_model(cfg.model)
+    if init_ck is not None:  # bit-exact copy of the source weights; buffers (RoPE tables) follow cfg
+        load_state_into(model, load_file(str(init_ck / "model.safetensors")), init_ck / "model.safetensors")
+    return model, tok
+
+
 def build(cfg: RunConfig, rt: Runtime, out: Path, init_ck: Path | None) -> Trainer:
     """Corpus, tokenizer, token stream, model, objective, sampler, optimizer (and DeepSpeed engine)."""
     from trainer.data import WindowSampler, build_token_stream, load_corpus
     corpus = load_corpus(cfg.data.data, seed=cfg.train.seed)
-    tok = prepare_tokenizer(cfg, corpus, out, rt, init_ck)
+    model, tok = model_and_tokenizer(cfg, rt, out, corpus, init_ck)
     cfg.model.vocab_size = tok.vocab_size  # sentencepiece may stop short of the request on tiny corpora
     if rt.main:  # rank 0 tokenizes and caches; the others then read the cache
         tokens = build_token_stream(corpus.train, tok, cache_path=out / "train_tokens.npy")
@@ -215,12 +234,8 @@ def build(cfg: RunConfig, rt: Runtime, out: Path, init_ck: Path | None) -> Train
     if not rt.main:
         tokens = build_token_stream(corpus.train, tok, cache_path=out / "train_tokens.npy")
 
-    torch.manual_seed(cfg.train.seed)  # identical init on every rank
-    model = build_model(cfg.model)
     obj = Objective(cfg, model.kind, tok.bos_id)
     check_lengths(model, cfg, obj)
-    if init_ck is not None:  # bit-exact copy of the source weights; buffers (RoPE tables) follow cfg
-        load_state_into(model, load_file(str(init_ck / "model.safetensors")), init_ck / "model.safetensors")
     sampler = WindowSampler(tokens, obj.window, cfg.train.batch_size, seed=cfg.train.seed, rank=rt.rank)
     model.to(rt.device)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -244,8 +259,7 @@ def resume(tr: Trainer, resume_from: Path) -> int:
     if tr.engine is not None:
         tr.engine.load_checkpoint(str(resume_from / "ds"), tag="state", load_module_strict=True)
     else:
-        src, _, _ = load_model(resume_from)
-        tr.model.load_state_dict(src.state_dict())
+        load_state_into(tr.model, load_file(str(resume_from / "model.safetensors")), resume_from)
         tr.optimizer.load_state_dict(opt_state["optimizer"])
         tr.scheduler.load_state_dict(opt_state["scheduler"])
     torch.set_rng_state(rng[f"torch_{rt.rank}"])
@@ -264,7 +278,9 @@ def save(tr: Trainer, step: int) -> None:
     rng = {f"torch_{r}": t for r, (t, _) in enumerate(rngs)} | {f"extra_{r}": g for r, (_, g) in enumerate(rngs)}
     trainer_state = {"step": step, "sampler": {str(r): s for r, s in enumerate(samplers)},
                      "world_size": rt.world, "versions": versions()}
-    save_checkpoint(tr.out, cfg=tr.cfg, state_dict=sd, tokenizer_path=tr.out / "tokenizer.model",
+    hf_save = getattr(tr.module, "save_pretrained", None)  # arch=hf: the HF model directory beside the state
+    save_checkpoint(tr.out, cfg=tr.cfg, state_dict=sd, tokenizer_path=None if hf_save else tr.out / "tokenizer.model",
+                    write_extra=(lambda d: hf_save(d / "hf", sd)) if hf_save else None,
                     trainer_state=trainer_state, rng=rng,
                     optimizer_state=None if engine else {"optimizer": tr.optimizer.state_dict(),
                                                          "scheduler": tr.scheduler.state_dict()},

@@ -58,13 +58,20 @@ class OLHForCausalLM(PreTrainedModel, GenerationMixin):
             out[i, keep] = row[0]
         return out
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, return_dict=None, **kwargs):
-        logits = self._logits(input_ids, attention_mask)
+    def forward(self, input_ids=None, attention_mask=None, labels=None, return_dict=None,
+                output_hidden_states=None, **kwargs):
+        hidden = None
+        if output_hidden_states and (attention_mask is None or bool(attention_mask.all())):
+            # as transformers: the embedding output, then one (layer-normalized) state per layer
+            logits, per_layer = self.olh(input_ids, return_hidden=True)
+            hidden = (self.olh.wte(input_ids), *per_layer)
+        else:
+            logits = self._logits(input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
                                    ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=hidden)
 
     def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
         return {"input_ids": input_ids, "attention_mask": attention_mask}

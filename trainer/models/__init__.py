@@ -6,21 +6,29 @@ All:  model(..., return_hidden=True) -> (logits, [hidden per layer]);  model.kin
 {"causal", "seq2seq"};  cache = model.new_cache(); model(..., cache=cache) decodes incrementally.
 """
 from trainer.errors import OLHError
-from trainer.models import decoder, encdec, rnn  # noqa: F401  (fill the registry)
+from trainer.models import decoder, encdec, hf, rnn  # noqa: F401  (fill the registry)
 from trainer.models.positional import POSITIONAL, ROPE_SCALING, check_positions
 from trainer.models.registry import MODELS
 from trainer.models.rnn import CELLS
 
 
-def build_model(cfg):
-    """Instantiate the family named by cfg.arch (a trainer.config.ModelConfig)."""
+def check_model_config(cfg) -> None:
+    """Fail on names and values the family cannot build (a family may bring its own check_config)."""
     family = MODELS.get(cfg.arch)
+    if hasattr(family, "check_config"):
+        return family.check_config(cfg)
     ROPE_SCALING.get(cfg.rope_scaling)
     if cfg.rope_scaling != "none" and (cfg.pe != "rope" or cfg.arch == "rnn"):
         raise OLHError(f"rope_scaling={cfg.rope_scaling} needs a rope model (arch={cfg.arch}, pe={cfg.pe})")
     if cfg.rope_scale <= 0:
         raise OLHError(f"rope_scale={cfg.rope_scale} must be positive")
-    return family(cfg)
 
 
-__all__ = ["MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_positions"]
+def build_model(cfg):
+    """Instantiate the family named by cfg.arch (a trainer.config.ModelConfig). Pretrained families
+    (arch=hf) are loaded with their own `load` instead (trainer/models/hf.py)."""
+    check_model_config(cfg)
+    return MODELS.get(cfg.arch)(cfg)
+
+
+__all__ = ["MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_model_config", "check_positions"]
