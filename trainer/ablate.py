@@ -344,8 +344,10 @@ class Grid:
         if not ev["tasks"]:
             return {}
         out = run_dir / "eval"
-        cmd = [sys.executable, "-m", "olharness.cli", "--model", "ol", "--model_args",
-               f"pretrained={run_dir}", "--tasks", ",".join(ev["tasks"]), "--batch_size", str(ev["batch_size"]),
+        from trainer.models import lm_eval_model
+        model, model_args = lm_eval_model(run_dir)  # ol for our families; hf-lsm on checkpoint/hf for arch=hf
+        cmd = [sys.executable, "-m", "olharness.cli", "--model", model, "--model_args",
+               model_args, "--tasks", ",".join(ev["tasks"]), "--batch_size", str(ev["batch_size"]),
                "--output_path", str(out)]
         if device != "auto":  # auto: the adapter picks cuda when there is one, else cpu
             cmd += ["--device", device]

@@ -37,7 +37,7 @@ def _f(default, **meta):
 @dataclass
 class ModelConfig:
     arch: str = "decoder"
-    """Model family: decoder (GPT-style), encdec (T5-style), rnn (LSTM/GRU)."""
+    """Model family: decoder (GPT-style), encdec (T5-style), rnn (LSTM/GRU), hf (a pretrained Hugging Face causal LM named by --init_from)."""
     pe: str = "rope"
     """Positional encoding for decoder/encdec: nope, learned, sinusoidal, rope, alibi (ignored by rnn)."""
     cell: str = "lstm"
@@ -66,7 +66,7 @@ class ModelConfig:
     """Scale factor of the RoPE extension method (e.g. 4 to go from L to 4L)."""
     trust_remote_code: bool = False
     """arch=hf: allow running model/tokenizer code shipped with --init_from (our own exports need it)."""
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = _f(False, role="resume")
     """arch=hf: recompute activations in the backward pass (less memory, about one more forward)."""
 
 

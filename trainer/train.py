@@ -112,8 +112,10 @@ def lr_lambda(cfg: RunConfig):
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n and "table" not in n]
-    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "wte" not in n and "table" not in n)]
+    def decays(n, p):  # matrices, not embeddings; ZeRO-3-partitioned parameters keep their shape in ds_shape
+        return len(getattr(p, "ds_shape", p.shape)) >= 2 and "wte" not in n and "table" not in n
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    other = [p for n, p in model.named_parameters() if not decays(n, p)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=cfg.train.lr, betas=(0.9, 0.95))
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))

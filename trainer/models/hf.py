@@ -159,6 +159,29 @@ class HFCausalLM(nn.Module):
             return c.olh_model.get("max_positions") if c.olh_model.get("pe") == "learned" else None
         return None if getattr(c, "rope_parameters", None) else c.max_position_embeddings
 
+    def _aliases(self) -> dict[str, str]:
+        """Tied weights (e.g. GPT-2's lm_head = wte): {second name: first name} of one parameter."""
+        first, out = {}, {}
+        for name, p in self.named_parameters(remove_duplicate=False):
+            out.update({name: first[id(p)]} if id(p) in first else {})
+            first.setdefault(id(p), name)
+        return out
+
+    def state_dict(self, *args, **kwargs):
+        """Each tied weight once (safetensors refuses shared tensors); load_state_dict restores the alias."""
+        sd = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        for alias in self._aliases():
+            sd.pop(prefix + alias, None)
+        return sd
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        sd = dict(state_dict)
+        for alias, name in self._aliases().items():
+            if name in sd:
+                sd.setdefault(alias, sd[name])
+        return super().load_state_dict(sd, strict=strict, assign=assign)
+
     def forward(self, tokens: torch.Tensor, *, return_hidden: bool = False):
         out = self.hf(input_ids=tokens, output_hidden_states=return_hidden, use_cache=False)
         if not return_hidden:
