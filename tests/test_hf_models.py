@@ -147,3 +147,27 @@ def test_gradient_checkpointing_gives_the_same_step(hf_dirs, tmp_path):
     assert [r["loss"] for r in metrics(a)] == pytest.approx([r["loss"] for r in metrics(b)], abs=1e-5)
     model, _ = load_pretrained(hf_config(src, tmp_path, gradient_checkpointing=True), tmp_path)
     assert model.hf.is_gradient_checkpointing
+
+
+@pytest.mark.parametrize("div", ["sce", "kl", "js"])
+def test_chunked_logits_term_equals_the_direct_one(monkeypatch, div):
+    """The misalignment term over a long overlap is computed in chunks (trainer/alignment/targets.py);
+    value and both gradients equal the one-shot computation."""
+    from trainer.alignment import targets
+    from trainer.alignment.divergences import build_divergence
+    from trainer.config import AlignConfig
+    g = torch.Generator().manual_seed(0)
+    za, zb = torch.randn(2, 40, 30, generator=g) * 3, torch.randn(2, 40, 30, generator=g) * 3
+    e = 7
+    li, si = e + torch.arange(40 - e), torch.arange(40 - e)
+
+    def run(chunk):
+        monkeypatch.setattr(targets, "CHUNK", chunk)
+        a, b = za.clone().requires_grad_(), zb.clone().requires_grad_()
+        v = targets._logits(targets.Out(a), targets.Out(b), li, si, build_divergence(div), AlignConfig())
+        (3.0 * v).backward()
+        return v.detach(), a.grad, b.grad
+    direct, chunked = run(10_000), run(5)
+    for x, y in zip(direct, chunked):
+        assert torch.allclose(x, y, rtol=1e-5, atol=1e-7)
+    assert chunked[1][:, :e].abs().max() == 0 and chunked[2][:, 40 - e:].abs().max() == 0

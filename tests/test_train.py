@@ -108,7 +108,7 @@ def test_seq_len_beyond_learned_positions(tmp_path):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["--arch", "mamba"], "unknown model architecture 'mamba'; valid: decoder, encdec, rnn"),
+    (["--arch", "mamba"], "unknown model architecture 'mamba'; valid: decoder, encdec, hf, rnn"),
     (["--pe", "xpos"], "unknown positional encoding 'xpos'; valid: nope, learned, sinusoidal, rope, alibi"),
     (["--preset", "huge"], "unknown preset 'huge'; valid: tiny, demo, small, gpt2"),
     (["--arch", "rnn", "--cell", "elman"], "unknown rnn cell 'elman'; valid: lstm, gru"),

@@ -33,8 +33,59 @@ def _layers(spec: str, n: int) -> list[int]:
     return idx
 
 
+#: overlap positions per chunk of the logits term: the log-softmaxes and products of one chunk, not
+#: of the whole [B, n, V] overlap, exist at a time (the backward pass recomputes them chunk by chunk)
+CHUNK = 128
+
+
+class _ChunkedDivergence(torch.autograd.Function):
+    """sum over positions of div(x[:, xs + i], y[:, ys + i]), i < n, in chunks of CHUNK positions.
+
+    Gradients are written straight into zero tensors shaped like the whole logits, which become
+    autograd's gradient buffers of x and y (shared with the LM loss), so the term adds no
+    [B, L, V] tensor of its own beyond one chunk's intermediates."""
+
+    @staticmethod
+    def forward(ctx, x, y, xs: int, ys: int, n: int, div):
+        ctx.save_for_backward(x, y)
+        ctx.args = (xs, ys, n, div)
+        return sum(div(x[:, xs + c:xs + min(c + CHUNK, n)], y[:, ys + c:ys + min(c + CHUNK, n)]).sum()
+                   for c in range(0, n, CHUNK))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        xs, ys, n, div = ctx.args
+        gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        gy = torch.zeros_like(y) if ctx.needs_input_grad[1] else None
+        for c in range(0, n, CHUNK):
+            k = min(c + CHUNK, n) - c
+            xc = x[:, xs + c:xs + c + k].detach().requires_grad_(gx is not None)
+            yc = y[:, ys + c:ys + c + k].detach().requires_grad_(gy is not None)
+            with torch.enable_grad():
+                grads = torch.autograd.grad(div(xc, yc).sum() * g, [t for t in (xc, yc) if t.requires_grad])
+            grads = list(grads)
+            if gx is not None:
+                gx[:, xs + c:xs + c + k] = grads.pop(0)
+            if gy is not None:
+                gy[:, ys + c:ys + c + k] = grads.pop(0)
+        return gx, gy, None, None, None, None
+
+
+def _run(idx: torch.Tensor) -> tuple[int, int] | None:
+    """(start, length) when idx is a run of consecutive positions (every scope gives one)."""
+    n = len(idx)
+    if n and int(idx[-1]) - int(idx[0]) == n - 1 and bool((idx.diff() == 1).all()):
+        return int(idx[0]), n
+    return None
+
+
 def _logits(long: Out, short: Out, li, si, div, a) -> torch.Tensor:
-    return div(long.logits[:, li], short.logits[:, si]).mean()
+    rl, rs = _run(li), _run(si)
+    if rl is None or rs is None or rl[1] <= CHUNK:
+        return div(long.logits[:, li], short.logits[:, si]).mean()
+    n = rl[1]
+    return _ChunkedDivergence.apply(long.logits, short.logits, rl[0], rs[0], n, div) / (long.logits.shape[0] * n)
 
 
 def _hidden(long: Out, short: Out, li, si, div, a) -> torch.Tensor:
