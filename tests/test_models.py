@@ -110,7 +110,7 @@ def test_rope_scaling_methods(method):
 def test_registries_reject_unknown_names_listing_valid_ones():
     c = preset("tiny").model
     c.arch = "transformerxl"
-    with pytest.raises(OLHError, match=r"unknown model architecture 'transformerxl'; valid: decoder, encdec, rnn"):
+    with pytest.raises(OLHError, match=r"unknown model architecture 'transformerxl'; valid: decoder, encdec, hf, rnn"):
         build_model(c)
     c.arch, c.pe = "decoder", "t5bias"
     with pytest.raises(OLHError, match="valid: nope, learned, sinusoidal, rope, alibi"):
@@ -118,4 +118,4 @@ def test_registries_reject_unknown_names_listing_valid_ones():
     c.arch, c.cell = "rnn", "elman"
     with pytest.raises(OLHError, match="valid: lstm, gru"):
         build_model(c)
-    assert MODELS.names() == ["decoder", "encdec", "rnn"]
+    assert MODELS.names() == ["decoder", "encdec", "hf", "rnn"]
