@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from olharness.longbench import mini_lc
+from olharness.longbench.task import MC_K, mc_choices
 from tests.conftest_olh import olh_offline_env  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def _labels(row) -> list[int]:
 
 def test_choices_hold_the_answer_exactly_once(rows):
     for r in rows:
-        choices, gold = mini_lc.mc_choices(r, seed=0)
+        choices, gold = mc_choices(r, seed=0)
         assert all(re.fullmatch(r" [1-9]\d*", c) for c in choices), choices
         assert len(set(choices)) == len(choices) and 0 <= gold < len(choices)
         assert choices[gold].strip() == r["answers"][0].split()[-1]  # "Paragraph 3" -> "3"
@@ -46,14 +47,14 @@ def test_choices_hold_the_answer_exactly_once(rows):
         values = sorted(int(c) for c in choices)
         if r["dataset"] == "mini_passage_retrieval":
             labels = _labels(r)
-            assert len(choices) == min(mini_lc.MC_K, len(labels)) >= 2
+            assert len(choices) == min(MC_K, len(labels)) >= 2
             assert set(values) <= set(labels)
         elif r["dataset"] == "mini_passage_count":
-            assert len(choices) == mini_lc.MC_K and values == list(range(values[0], values[0] + 4))
+            assert len(choices) == MC_K and values == list(range(values[0], values[0] + 4))
             assert values[0] >= 1
         else:
             key = r["answers"][0]
-            assert len(choices) == mini_lc.MC_K and all(len(c.strip()) == 5 for c in choices)
+            assert len(choices) == MC_K and all(len(c.strip()) == 5 for c in choices)
             prompt = mini_lc.render_prompt(r["dataset"], r)
             others = [c.strip() for i, c in enumerate(choices) if i != gold]
             assert not any(o in prompt for o in others)
@@ -62,9 +63,9 @@ def test_choices_hold_the_answer_exactly_once(rows):
 
 
 def test_choices_are_deterministic_and_seeded(rows):
-    first = [mini_lc.mc_choices(r, seed=0) for r in rows]
-    assert first == [mini_lc.mc_choices(r, seed=0) for r in _rows()]
-    assert first != [mini_lc.mc_choices(r, seed=1) for r in rows]
+    first = [mc_choices(r, seed=0) for r in rows]
+    assert first == [mc_choices(r, seed=0) for r in _rows()]
+    assert first != [mc_choices(r, seed=1) for r in rows]
     # the gold answer is not always at the same position
     golds = [g for _, g in first]
     assert len(set(golds)) > 1
@@ -136,7 +137,7 @@ def test_e2e_correct_answer_lm_scores_1():
     empty = {mini_lc.render_prompt_without_context(r["dataset"], r) for r in rows}
     assert {ctx for ctx, _, _ in lm.requests} == prompts | empty
     assert all(cont.startswith(" ") and not cont.startswith("  ") for _, cont, _ in lm.requests)
-    assert len(lm.requests) == 2 * sum(len(mini_lc.mc_choices(r, 0)[0]) for r in rows)
+    assert len(lm.requests) == 2 * sum(len(mc_choices(r, 0)[0]) for r in rows)
 
 
 def test_e2e_first_choice_lm_matches_hand_count():
@@ -144,7 +145,7 @@ def test_e2e_first_choice_lm_matches_hand_count():
     accs, chances = {}, {}
     for d, task in TASKS.items():
         rows = _rows(n=N, datasets=[d])
-        mc = [mini_lc.mc_choices(r, 0) for r in rows]
+        mc = [mc_choices(r, 0) for r in rows]
         hits = [float(g == 0) for _, g in mc]
         accs[task] = sum(hits) / len(hits)
         chances[task] = sum(1 / len(c) for c, _ in mc) / len(mc)
@@ -169,7 +170,7 @@ def test_e2e_calibration_cancels_a_context_free_prior():
     smallest choice; ``acc_calib`` sees no effect of the context (all ties: the first choice)."""
     res = _evaluate(_make_lm(lambda ctx, cont, i: -float(cont)))["results"]
     for d, task in TASKS.items():
-        mc = [mini_lc.mc_choices(r, 0) for r in _rows(n=N, datasets=[d])]
+        mc = [mc_choices(r, 0) for r in _rows(n=N, datasets=[d])]
         smallest = [float(int(c[g]) == min(map(int, c))) for c, g in mc]
         assert res[task]["acc,none"] == pytest.approx(sum(smallest) / len(mc))
         assert res[task]["acc_calib,none"] == pytest.approx(sum(g == 0 for _, g in mc) / len(mc))
@@ -178,7 +179,7 @@ def test_e2e_calibration_cancels_a_context_free_prior():
 def test_e2e_ties_go_to_the_first_choice_and_empty_buckets_are_nan():
     # a constant LM ties everywhere: the first choice wins (the same hand count as above)
     res = _evaluate(_make_lm(lambda ctx, cont, i: -1.0), tasks=["olh_mini_lc_mc_passkey"])["results"]
-    mc = [mini_lc.mc_choices(r, 0) for r in _rows(n=N, datasets=["mini_passkey"])]
+    mc = [mc_choices(r, 0) for r in _rows(n=N, datasets=["mini_passkey"])]
     assert res["olh_mini_lc_mc_passkey"]["acc,none"] == pytest.approx(sum(g == 0 for _, g in mc) / len(mc))
     # --limit 4 keeps the 4 buckets of row 0; --limit 2 leaves 4x and 8x empty -> NaN
     import lm_eval
@@ -209,7 +210,7 @@ def test_e2e_with_an_ol_checkpoint(tiny_run):
                                                     "mini_lc_l_train": 128, "pretrained": run})[0]
     acc, calib = [], []
     for r in rows:
-        choices, gold = mini_lc.mc_choices(r, 0)
+        choices, gold = mc_choices(r, 0)
         lls = []
         for prompt in (mini_lc.render_prompt(r["dataset"], r), mini_lc.render_prompt_without_context(r["dataset"], r)):
             reqs = [Instance("loglikelihood", {}, (prompt, c), 0) for c in choices]

@@ -22,15 +22,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from olharness.longbench.protocol import DATASETS, base_name
-
-try:  # the project's user-facing error type
-    from trainer.errors import DataError
-except ImportError:  # pragma: no cover - olharness installed without the trainer package
-
-    class DataError(Exception):
-        """Bad or missing data."""
-
+from olharness.longbench.protocol import base_name
+from trainer.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +181,3 @@ def load_longbench_rows(dataset: str, metadata: dict | None = None) -> tuple[lis
             log.warning("LONGBENCH-E IS RUNNING ON TEST FIXTURES, NOT ON THE REAL DATA")
             log.warning("=" * 100)
     return rows, f"{kind}:{path}"
-
-
-__all__ = [
-    "DataError",
-    "DATASETS",
-    "FIXTURE_DIR",
-    "SCHEMA",
-    "load_longbench_rows",
-    "read_rows",
-    "resolve_data_dir",
-    "validate_row",
-]

@@ -45,21 +45,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-__all__ = [
-    "normalize_answer",
-    "qa_f1_score",
-    "rouge_score",
-    "classification_score",
-    "count_score",
-    "retrieval_score",
-    "code_sim_score",
-    "fuzz_ratio",
-    "DATASET2METRIC",
-    "FIRST_LINE_DATASETS",
-    "first_line",
-    "score_row",
-]
-
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _INT = re.compile(r"\d+")

@@ -1,39 +1,18 @@
 """olh mini long-context suite: LongBench-style tasks sized for small models trained on our corpus.
 
-This is **our own suite, not LongBench**. It borrows LongBench's row schema (``input, context,
-answers, length, dataset, language, all_classes, _id``) and its metric code, so the same task and
-scoring machinery runs it, but the prompts are ours and the data is generated deterministically
-(seeded) from held-out text (by default the held-out Austen novels, Persuasion and Northanger Abbey).
+**Our own suite, not LongBench**: LongBench's row schema (``input, context, answers, length, dataset,
+language, all_classes, _id``) and metric code, our prompts, rows generated deterministically (seeded)
+from held-out text (default: the held-out Austen novels). Three datasets, each at prompt lengths of 1x,
+2x, 4x and 8x the training length ``l_train`` (``length`` = prompt tokens in the reference tokenizer,
+else whitespace words; a row of bucket ``Mx`` has ``M/2 * l_train < length <= M * l_train``):
+``mini_passage_retrieval`` (which numbered paragraph holds this excerpt; retrieval score),
+``mini_passage_count`` (how many distinct paragraphs; count score) and ``mini_passkey`` (a five-digit
+key hidden at a random depth; count score). Prompts, answers and chance levels: tasks/mini_lc/README.md.
 
-Three datasets, each at prompt lengths of 1x, 2x, 4x and 8x the model's training length
-``l_train`` (``length`` = tokens of the rendered prompt, in the model's tokenizer when one is
-given, else whitespace words; a row of bucket ``Mx`` has ``M/2 * l_train < length <= M * l_train``,
-the 1x bucket just ``length <= l_train``):
-
-``mini_passage_retrieval``
-    Numbered paragraphs ``Paragraph i: ...``; the input is an excerpt (consecutive words) copied
-    from exactly one of them; the prompt ends with ``... is from Paragraph`` and the gold answer is
-    ``Paragraph <i>``. Scored with LongBench's retrieval score (fraction of the numbers in the
-    prediction that equal ``i``). Chance: ``1/number of paragraphs``.
-``mini_passage_count``
-    Numbered paragraphs, some repeated verbatim; the answer is the number of distinct paragraphs.
-    Scored with LongBench's count score.
-``mini_passkey``
-    Continuous held-out text with a needle ``The pass key is 48213. Remember it. 48213 is the pass
-    key.`` at a random depth; the prompt ends with ``... The pass key is`` and the answer is the
-    five-digit key. Scored with the count score (fraction of the numbers in the prediction equal to
-    the key), so a trailing sentence does not hurt but guessing several numbers does.
-
-The likelihood-scored multiple-choice twin (``olh_mini_lc_mc``, :func:`mc_choices`) scores the same
-rows and prompts by comparing the loglikelihood of a few continuations (`` 3``, `` 48213``): up to
-``MC_K = 4`` choices per row, drawn from ``random.Random(f"{seed}:mc:{_id}")`` (so the rows stay
-identical to the generation tasks'). Retrieval: the gold paragraph number and up to 3 other numbers
-of the row's paragraphs. Count: 4 consecutive integers holding the gold count at a seeded position
-(moved up so the smallest is 1). Passkey: the key, one near miss (one digit changed) and two random
-five-digit keys, none of which occurs in the prompt. Besides the plain accuracy it reports a
-calibrated one: the choice whose loglikelihood the context raises most over the same prompt with an
-empty context (:func:`render_prompt_without_context`), which cancels the model's prior over the
-answer strings.
+The likelihood-scored multiple-choice twin (``olh_mini_lc_mc``, ``olharness.longbench.task``) scores the same
+rows by the loglikelihood of up to ``MC_K = 4`` continuations (`` 3``, `` 48213``), drawn from
+``random.Random(f"{seed}:mc:{_id}")``, plus a calibrated accuracy against the same prompt with an
+empty context (:func:`render_prompt_without_context`), which cancels the model's prior over answers.
 """
 
 from __future__ import annotations
@@ -55,36 +34,24 @@ MULTIPLES: tuple[int, ...] = (1, 2, 4, 8)
 BUCKETS: tuple[str, ...] = tuple(f"{m}x" for m in MULTIPLES)
 
 PROMPTS: dict[str, str] = {
-    "mini_passage_retrieval": (
-        "Below are numbered paragraphs and an excerpt from one of them.\n\n{context}\n\n"
-        "Excerpt: {input}\nThe excerpt is from Paragraph"
-    ),
-    "mini_passage_count": (
-        "Below are numbered paragraphs; some are repeated.\n\n{context}\n\n"
-        "The number of different paragraphs is"
-    ),
+    "mini_passage_retrieval": ("Below are numbered paragraphs and an excerpt from one of them.\n\n{context}\n\n"
+                               "Excerpt: {input}\nThe excerpt is from Paragraph"),
+    "mini_passage_count": ("Below are numbered paragraphs; some are repeated.\n\n{context}\n\n"
+                           "The number of different paragraphs is"),
     "mini_passkey": "Remember the pass key hidden in this text.\n\n{context}\n\n{input} The pass key is",
 }
-METRICS: dict[str, Callable[..., float]] = {
-    "mini_passage_retrieval": retrieval_score,
-    "mini_passage_count": count_score,
-    "mini_passkey": count_score,
-}
+METRICS: dict[str, Callable[..., float]] = {"mini_passage_retrieval": retrieval_score,
+                                            "mini_passage_count": count_score, "mini_passkey": count_score}
 MAX_GEN: dict[str, int] = {"mini_passage_retrieval": 8, "mini_passage_count": 8, "mini_passkey": 16}
 STOP_STRINGS: dict[str, list[str]] = {d: ["\n"] for d in MINI_DATASETS}
 PASSKEY_QUESTION = "What is the pass key?"
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 MIN_BLOCK_WORDS = 8
-MC_K = 4  # choices per row of the multiple-choice twin (fewer when a row has fewer candidates)
 
 
 def generation_kwargs(dataset: str) -> dict:
-    return {
-        "until": list(STOP_STRINGS[dataset]),
-        "max_gen_toks": MAX_GEN[dataset],
-        "do_sample": False,
-        "temperature": 0.0,
-    }
+    return {"until": list(STOP_STRINGS[dataset]), "max_gen_toks": MAX_GEN[dataset], "do_sample": False,
+            "temperature": 0.0}
 
 
 def render_prompt(dataset: str, row: dict) -> str:
@@ -119,9 +86,8 @@ def split_sentences(texts: Sequence[str]) -> list[str]:
     return sentences
 
 
-def split_pieces(
-    sentences: Sequence[str], count_tokens: Callable[[str], int], para_tokens: int
-) -> list[tuple[str, int]]:
+def split_pieces(sentences: Sequence[str], count_tokens: Callable[[str], int], para_tokens: int
+                 ) -> list[tuple[str, int]]:
     """``(text, tokens)`` per sentence; a sentence longer than ``2 * para_tokens`` tokens is cut
     into word chunks of about ``para_tokens`` tokens."""
     pieces: list[tuple[str, int]] = []
@@ -168,9 +134,7 @@ def make_paragraphs(pieces: Sequence[tuple[str, int]], para_tokens: int) -> list
 
 
 class _Pool:
-    def __init__(
-        self, texts: Sequence[str], count_tokens: Callable[[str], int], l_train: int, para_tokens: int | None
-    ):
+    def __init__(self, texts: Sequence[str], count_tokens: Callable[[str], int], l_train: int, para_tokens: int | None):
         self.count = count_tokens
         sentences = split_sentences(texts)
         if not sentences:
@@ -182,10 +146,8 @@ class _Pool:
         self.para_len = [count_tokens(p) for p in self.paragraphs]
         self.by_length = sorted(range(len(self.paragraphs)), key=lambda i: (self.para_len[i], i))
         if len(self.paragraphs) < 4:
-            raise DataError(
-                f"mini_lc: the source texts give only {len(self.paragraphs)} paragraphs of "
-                f"{self.para_tokens} tokens; give more text (metadata 'texts')"
-            )
+            raise DataError(f"mini_lc: the source texts give only {len(self.paragraphs)} paragraphs of "
+                            f"{self.para_tokens} tokens; give more text (metadata 'texts')")
 
 
 # ------------------------------------------------------------------------------------ row makers
@@ -215,11 +177,8 @@ def _greedy_paragraphs(pool: _Pool, rng: random.Random, budget: int, sep: int) -
         chosen.append(idx)
         used += cost
     if len(chosen) < 2:
-        raise DataError(
-            f"mini_lc: only {len(chosen)} paragraph(s) of ~{pool.para_tokens} tokens fit in the "
-            f"{budget} tokens the prompt template leaves; use a larger l_train or a smaller "
-            "mini_lc_para_tokens"
-        )
+        raise DataError(f"mini_lc: only {len(chosen)} paragraph(s) of ~{pool.para_tokens} tokens fit in the {budget} "
+                        "tokens the prompt template leaves; use a larger l_train or a smaller mini_lc_para_tokens")
     return chosen
 
 
@@ -251,11 +210,8 @@ def _row_retrieval(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, i
         if state.get("n") != len(idxs):
             pick()
             state["n"] = len(idxs)
-        row = {
-            "input": state["excerpt"],
-            "context": _numbered(state["paras"]),
-            "answers": [f"Paragraph {state['j'] + 1}"],
-        }
+        row = {"input": state["excerpt"], "context": _numbered(state["paras"]),
+               "answers": [f"Paragraph {state['j'] + 1}"]}
         return render_prompt(ds, row), row
 
     def shrink():  # drop the longest paragraph (the answer is re-drawn); at two, swap in a shorter one
@@ -289,11 +245,8 @@ def _row_count(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, int]:
             break
 
     def render():
-        row = {
-            "input": "",
-            "context": _numbered([pool.paragraphs[i] for i in slots]),
-            "answers": [str(len(set(slots)))],
-        }
+        row = {"input": "", "context": _numbered([pool.paragraphs[i] for i in slots]),
+               "answers": [str(len(set(slots)))]}
         return render_prompt(ds, row), row
 
     def shrink():  # drop the longest slot; the answer is recounted
@@ -340,22 +293,11 @@ def _row_passkey(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, int
     return _fit(render, shrink, pool.count, limit)
 
 
-_MAKERS = {
-    "mini_passage_retrieval": _row_retrieval,
-    "mini_passage_count": _row_count,
-    "mini_passkey": _row_passkey,
-}
+_MAKERS = {"mini_passage_retrieval": _row_retrieval, "mini_passage_count": _row_count, "mini_passkey": _row_passkey}
 
 
-def build_mini_lc(
-    texts: Sequence[str],
-    count_tokens: Callable[[str], int],
-    l_train: int,
-    seed: int,
-    n_per_bucket: int,
-    datasets: Sequence[str] = MINI_DATASETS,
-    para_tokens: int | None = None,
-) -> list[dict]:
+def build_mini_lc(texts: Sequence[str], count_tokens: Callable[[str], int], l_train: int, seed: int, n_per_bucket: int,
+                  datasets: Sequence[str] = MINI_DATASETS, para_tokens: int | None = None) -> list[dict]:
     """Generate the suite: for each dataset, index ``i < n_per_bucket`` and bucket (1x, 2x, 4x,
     8x ``l_train``), in that order, one row in LongBench's schema with ``length`` = prompt tokens.
 
@@ -380,76 +322,11 @@ def build_mini_lc(
                 rng = random.Random(f"{seed}:{d}:{m}x:{i}")
                 row, n = _MAKERS[d](pool, rng, limit)
                 if m > 1 and n <= limit // 2:
-                    raise DataError(
-                        f"mini_lc: {d} row for {m}x has only {n} tokens (<= {limit // 2}); paragraphs "
-                        "too long for l_train, lower para_tokens"
-                    )
-                rows.append(
-                    {
-                        "input": row["input"],
-                        "context": row["context"],
-                        "answers": row["answers"],
-                        "length": n,
-                        "dataset": d,
-                        "language": "en",
-                        "all_classes": None,
-                        "_id": f"{d}-{m}x-{i:03d}",
-                    }
-                )
+                    raise DataError(f"mini_lc: {d} row for {m}x has only {n} tokens (<= {limit // 2}); paragraphs "
+                                    "too long for l_train, lower para_tokens")
+                rows.append({**row, "length": n, "dataset": d, "language": "en", "all_classes": None,
+                             "_id": f"{d}-{m}x-{i:03d}"})
     return rows
-
-
-# ------------------------------------------------------------------ multiple-choice twin (olh_mini_lc_mc)
-_PARA_LABEL = re.compile(r"(?:^|\n\n)Paragraph (\d+): ")
-
-
-def mc_choices(row: dict, seed: int, k: int = MC_K) -> tuple[list[str], int]:
-    """``(choices, gold)`` of one row for likelihood scoring: continuations of the prompt, each
-    starting with a space (`` 3``, `` 48213``), in a seeded random order; ``choices[gold]`` is the
-    answer, which occurs exactly once. Deterministic in ``(seed, row["_id"], row)``.
-
-    - ``mini_passage_retrieval``: the gold paragraph number and ``k - 1`` others drawn uniformly
-      from the row's paragraphs (all of them when there are fewer than ``k``; chance ``1/#choices``).
-    - ``mini_passage_count``: the ``k`` consecutive integers ``lo .. lo + k - 1`` holding the gold
-      count at a uniform position, moved up so that ``lo >= 1``.
-    - ``mini_passkey``: the key, a near miss (the key with one digit changed; position and new digit
-      uniform, no leading zero) and ``k - 2`` uniform random five-digit keys; no distractor occurs in
-      the prompt.
-    """
-    d = row["dataset"]
-    rng = random.Random(f"{seed}:mc:{row['_id']}")
-    if d == "mini_passage_retrieval":
-        gold = int(row["answers"][0].split()[-1])
-        labels = [int(x) for x in _PARA_LABEL.findall(row["context"])]
-        others = [i for i in labels if i != gold]
-        if gold not in labels or len(others) != len(labels) - 1:
-            raise DataError(f"mini_lc: row {row['_id']} has no single paragraph {gold}")
-        values = [gold, *rng.sample(others, min(k - 1, len(others)))]
-    elif d == "mini_passage_count":
-        gold = int(row["answers"][0])
-        lo = max(1, gold - rng.randrange(k))
-        values = [gold, *(v for v in range(lo, lo + k) if v != gold)]
-    elif d == "mini_passkey":
-        gold = int(row["answers"][0])
-        prompt = render_prompt(d, row)
-        key = str(gold)
-        values = [gold]
-        while len(values) < 2:  # the near miss
-            pos = rng.randrange(len(key))
-            digit = rng.choice([c for c in "0123456789" if c != key[pos] and (pos or c != "0")])
-            near = int(key[:pos] + digit + key[pos + 1 :])
-            if str(near) not in prompt:
-                values.append(near)
-        while len(values) < k:
-            v = rng.randint(10000, 99999)
-            if v not in values and str(v) not in prompt:
-                values.append(v)
-    else:
-        raise DataError(f"mini_lc: unknown dataset {d!r}; known: {', '.join(MINI_DATASETS)}")
-    order = list(range(len(values)))
-    rng.shuffle(order)
-    choices = [f" {values[i]}" for i in order]
-    return choices, order.index(0)
 
 
 # ------------------------------------------------------------------------- metadata-driven loading

@@ -1,67 +1,36 @@
 """lm-eval task classes for LongBench-E (THUDM protocol) and the olh mini long-context suite.
 
-Both are ``ConfigurableTask`` subclasses used from YAML through ``class: !function ...``. The YAML
-names the dataset (``dataset_name: qasper_e`` / ``mini_passkey``); everything else (prompt,
-greedy generation budget and stop strings, metrics) comes from the protocol modules unless the
-YAML sets it.
-
-Metrics reported per task (``higher_is_better``; all x100, like THUDM):
-
-``score``
-    mean row score over all rows;
-``score_<bucket>``
-    mean over the rows of one length bucket: LongBench-E ``0-4k``, ``4-8k``, ``8k+`` (by the row's
-    ``length``, a word count); mini suite ``1x``, ``2x``, ``4x``, ``8x`` (multiples of ``l_train``).
-    An empty bucket is reported as ``NaN`` (THUDM's ``np.mean([])``), and makes the group's value
-    for that bucket ``NaN`` too, so an incomplete bucket is never averaged silently.
-
-``process_results`` returns ``(bucket, score)`` pairs for the bucket metrics; their aggregation
-functions keep only the pairs of their own bucket. No standard errors are computed (``N/A``).
+``ConfigurableTask`` subclasses used from YAML through ``class: !function ...``; the YAML names the
+dataset (``dataset_name: qasper_e`` / ``mini_passkey``), the rest (prompt, greedy budget, stop
+strings, metrics) comes from ``protocol`` / ``mini_lc`` unless the YAML sets it. Metrics (x100, like
+THUDM): ``score`` over all rows and ``score_<bucket>`` per length bucket (LongBench-E ``0-4k``,
+``4-8k``, ``8k+`` by the row's word count; mini suite ``1x`` .. ``8x`` of ``l_train``); an empty
+bucket is NaN (THUDM's ``np.mean([])``) and so is its group value, never averaged silently.
+``process_results`` returns ``(bucket, score)`` pairs; each bucket's aggregation keeps its own.
 
 The mini suite's likelihood-scored multiple-choice twin (``MiniLCMCTask``, ``tasks/mini_lc/*_mc*``)
-reports instead (fractions, not x100):
-
-``acc``
-    accuracy: the choice of highest summed loglikelihood is the gold one (ties go to the first
-    choice), mean over all rows (with lm-eval's standard error);
-``acc_<bucket>``
-    the same over the rows of one bucket (``1x`` .. ``8x``), NaN for an empty bucket;
-``acc_calib``, ``acc_calib_<bucket>``
-    calibrated accuracy: the gold choice is the one whose loglikelihood the context raises most,
-    ``argmax_c [log p(c | prompt) - log p(c | prompt with an empty context)]``; cancels the model's
-    prior over the answer strings (small models' plain ``acc`` mostly measures that prior);
-``chance``
-    the accuracy a uniform random guess expects: mean of ``1 / number of choices``.
+reports fractions: ``acc`` (highest summed loglikelihood, ties to the first choice), ``acc_calib``
+(the choice whose loglikelihood the context raises most over the same prompt with an empty
+context: cancels the model's prior over the answer strings), each also per bucket, and ``chance``
+(mean of ``1 / number of choices``). Metrics by task: tasks/longbench_e/README.md, tasks/mini_lc/README.md.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import re
 from collections.abc import Callable
 
 import datasets
-
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
+
 from olharness.longbench import mini_lc, protocol
-from olharness.longbench.loading import load_longbench_rows
+from olharness.longbench.loading import DataError, load_longbench_rows
 from olharness.longbench.metrics import score_row
 
 log = logging.getLogger(__name__)
-
-
-def register_models() -> None:
-    """Register the ``hf-mid`` model name lazily (torch/transformers are imported only when it is
-    used). Runs on import of this module, which the task YAMLs import through ``!function``, so
-    ``lm_eval --model hf-mid --tasks tasks/longbench_e/...yaml`` finds it."""
-    import lm_eval.models  # noqa: F401  # built-in models first, or they vanish from the registry
-    from lm_eval.api.registry import model_registry
-
-    if "hf-mid" not in model_registry:
-        model_registry.register("hf-mid", target="olharness.longbench.hf_mid:HFMidLM")
-
-
-register_models()
 
 
 def _agg_all(items) -> float:
@@ -89,7 +58,8 @@ def _metric_list(buckets) -> list[dict]:
 
 
 class _LongStyleTask(ConfigurableTask):
-    """Shared machinery: rows loaded in ``download``, prompt by template, bucketed scores."""
+    """Shared machinery: rows loaded in ``download``, prompt by template, bucketed scores. Subclasses
+    define ``_resolve_name``, ``_generation_kwargs``, ``_load_rows``, ``_render``, ``_bucket``, ``_score``."""
 
     BUCKETS: tuple[str, ...] = ()
 
@@ -109,22 +79,6 @@ class _LongStyleTask(ConfigurableTask):
         cfg["process_results"] = self._process_results
         self.data_source = None
         super().__init__(config=cfg)
-
-    # hooks -------------------------------------------------------------------------------------
-    def _resolve_name(self, name: str) -> str:
-        raise NotImplementedError
-
-    def _generation_kwargs(self) -> dict:
-        raise NotImplementedError
-
-    def _load_rows(self, metadata: dict) -> list[dict]:
-        raise NotImplementedError
-
-    def _bucket(self, doc: dict) -> str:
-        raise NotImplementedError
-
-    def _score(self, doc: dict, prediction: str) -> float:
-        raise NotImplementedError
 
     # lm-eval API -------------------------------------------------------------------------------
     def download(self, dataset_kwargs=None, **kwargs) -> None:
@@ -204,6 +158,60 @@ class MiniLCTask(_LongStyleTask):
         return score_row(mini_lc.METRICS[self.dataset_key], prediction, doc["answers"], doc["all_classes"])
 
 
+# ------------------------------------------------------------------ multiple-choice twin (olh_mini_lc_mc)
+MC_K = 4  # choices per row (fewer when a row has fewer candidates)
+_PARA_LABEL = re.compile(r"(?:^|\n\n)Paragraph (\d+): ")
+
+
+def mc_choices(row: dict, seed: int, k: int = MC_K) -> tuple[list[str], int]:
+    """``(choices, gold)`` of one row for likelihood scoring: continuations of the prompt, each
+    starting with a space (`` 3``, `` 48213``), in a seeded random order; ``choices[gold]`` is the
+    answer, which occurs exactly once. Deterministic in ``(seed, row["_id"], row)``.
+
+    - ``mini_passage_retrieval``: the gold paragraph number and ``k - 1`` others drawn uniformly
+      from the row's paragraphs (all of them when there are fewer than ``k``; chance ``1/#choices``).
+    - ``mini_passage_count``: the ``k`` consecutive integers ``lo .. lo + k - 1`` holding the gold
+      count at a uniform position, moved up so that ``lo >= 1``.
+    - ``mini_passkey``: the key, a near miss (the key with one digit changed; position and new digit
+      uniform, no leading zero) and ``k - 2`` uniform random five-digit keys; no distractor occurs in
+      the prompt.
+    """
+    d = row["dataset"]
+    rng = random.Random(f"{seed}:mc:{row['_id']}")
+    if d == "mini_passage_retrieval":
+        gold = int(row["answers"][0].split()[-1])
+        labels = [int(x) for x in _PARA_LABEL.findall(row["context"])]
+        others = [i for i in labels if i != gold]
+        if gold not in labels or len(others) != len(labels) - 1:
+            raise DataError(f"mini_lc: row {row['_id']} has no single paragraph {gold}")
+        values = [gold, *rng.sample(others, min(k - 1, len(others)))]
+    elif d == "mini_passage_count":
+        gold = int(row["answers"][0])
+        lo = max(1, gold - rng.randrange(k))
+        values = [gold, *(v for v in range(lo, lo + k) if v != gold)]
+    elif d == "mini_passkey":
+        gold = int(row["answers"][0])
+        prompt = mini_lc.render_prompt(d, row)
+        key = str(gold)
+        values = [gold]
+        while len(values) < 2:  # the near miss
+            pos = rng.randrange(len(key))
+            digit = rng.choice([c for c in "0123456789" if c != key[pos] and (pos or c != "0")])
+            near = int(key[:pos] + digit + key[pos + 1 :])
+            if str(near) not in prompt:
+                values.append(near)
+        while len(values) < k:
+            v = rng.randint(10000, 99999)
+            if v not in values and str(v) not in prompt:
+                values.append(v)
+    else:
+        raise DataError(f"mini_lc: unknown dataset {d!r}; known: {', '.join(mini_lc.MINI_DATASETS)}")
+    order = list(range(len(values)))
+    rng.shuffle(order)
+    choices = [f" {values[i]}" for i in order]
+    return choices, order.index(0)
+
+
 def _mean(items) -> float:
     """Plain mean over all rows (no standard error)."""
     items = [float(x) for x in items]
@@ -241,7 +249,7 @@ class MiniLCMCTask(MiniLCTask):
     """Likelihood-scored multiple-choice twin of one mini dataset (``olh_mini_lc_mc_*``).
 
     The same rows, prompts and metadata as :class:`MiniLCTask`; each row gets seeded choices
-    (``mini_lc.mc_choices``: continuations starting with a space, the gold one exactly once) stored
+    (:func:`mc_choices`: continuations starting with a space, the gold one exactly once) stored
     in the columns ``choices`` and ``gold``. Requests (lm-eval's ``multiple_choice`` output type):
     one ``loglikelihood`` per choice after the prompt, then one per choice after the prompt with an
     empty context (short; for ``acc_calib``). The predicted choice is the one of highest summed
@@ -265,7 +273,7 @@ class MiniLCMCTask(MiniLCTask):
         rows = super()._load_rows(metadata)
         seed = mini_lc.mini_seed(metadata)
         for r in rows:
-            r["choices"], r["gold"] = mini_lc.mc_choices(r, seed)
+            r["choices"], r["gold"] = mc_choices(r, seed)
         return rows
 
     def construct_requests(self, doc, ctx, **kwargs):
