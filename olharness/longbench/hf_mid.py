@@ -1,28 +1,14 @@
 """``hf-mid``: lm-eval's ``hf`` model with LongBench's middle truncation of generation prompts.
 
-lm-eval's ``hf`` cuts an over-long generation prompt from the **left** (keeps the last
-``max_length - max_gen_toks`` tokens), which drops LongBench's instructions. ``hf-mid`` keeps the
-first and last halves instead (:func:`olharness.tokens.middle_truncate`), like THUDM ``pred.py``.
-Everything else (loading, batching, log-likelihoods, stop strings) is ``HFLM``'s.
-
-Prompt budget (tokens kept, special tokens included):
-
-- default: ``max_length - max_gen_toks`` of the request, the budget ``hf`` itself uses, so the
-  prompt plus the generated tokens always fit the model's context;
-- ``prompt_budget=N`` (model arg): a fixed ``N`` for every task, as THUDM's ``model2maxlen``
-  (e.g. 3500 for a 4k Llama-2). Use this to reproduce THUDM's numbers exactly. A warning is
-  logged when ``N + max_gen_toks`` exceeds ``max_length``.
-
-THUDM truncates, decodes both halves to text and re-encodes them; we keep the token ids, which is
-the same up to re-tokenisation at the seam. For exact parity with THUDM also use
-``batch_size=1`` (left padding can change numerics) and no chat template (THUDM wraps prompts in a
-chat template only for chat models). THUDM forbids a newline or EOS as the *first* samsum token
-(``min_length``); lm-eval's stop string ``"\\n"`` does not, so a model whose greedy first samsum
-token is a newline scores that row 0 here.
-
-Use: ``lm_eval --model hf-mid --model_args pretrained=...,prompt_budget=3500 ...`` through the
-project's wrapper CLI, a task file path that imports this module, or Python. lm-eval 0.4.13 does not
-discover plugin models; importing this module registers the name.
+lm-eval's ``hf`` cuts an over-long generation prompt from the **left**, which drops LongBench's
+instructions; ``hf-mid`` keeps its first and last halves (``olharness.tokens.middle_truncate``), like
+THUDM ``pred.py``. Everything else is ``HFLM``'s. Prompt budget (tokens kept, specials included):
+``max_length - max_gen_toks`` of the request by default (prompt plus output fit the context), or
+``prompt_budget=N`` for every task, as THUDM's ``model2maxlen`` (3500 for a 4k Llama-2; a warning
+when ``N + max_gen_toks`` exceeds ``max_length``). THUDM decodes both halves and re-encodes them; we
+keep the ids (the same up to re-tokenisation at the seam). For exact parity with THUDM use also
+``batch_size=1`` and no chat template; THUDM forbids a newline as the first samsum token, lm-eval's
+stop string does not (such a row scores 0 here). tasks/longbench_e/README.md has the commands.
 """
 
 from __future__ import annotations
