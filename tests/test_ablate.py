@@ -147,7 +147,7 @@ def test_cell_ids_are_stable_and_ignore_new_fields_at_their_default(tmp_path, mo
     monkeypatch.setitem(config.FIELD_INDEX, "new_knob", ("align", new))
     monkeypatch.setattr(config.AlignConfig, "new_knob", 0.5, raising=False)
     assert [cid for *_, cid in Grid(spec, tmp_path).cells()] == DEMO_IDS
-    spec["axes"]["new_knob"] = [0.7]
+    spec.axes["new_knob"] = [0.7]
     assert not {cid for *_, cid in Grid(spec, tmp_path).cells()} & set(DEMO_IDS)
     # runtime fields (paths, threads, logging) are not part of the id
     cfg = Grid(load_spec(REPO / "grids" / "demo.yaml"), tmp_path).cells()[0][1]
@@ -156,7 +156,7 @@ def test_cell_ids_are_stable_and_ignore_new_fields_at_their_default(tmp_path, mo
 
 
 BAD_SPECS = {
-    "unknown top-level key": (TINY_GRID + "bogus: 1\n", "unknown key(s) bogus"),
+    "unknown top-level key": (TINY_GRID + "bogus: 1\n", "unknown key 'bogus'; valid: name, description, base"),
     "unknown config field in base": (TINY_GRID.replace("max_steps: 4", "max_stepz: 4"),
                                      "unknown config field 'max_stepz'"),
     "unknown config field in axes": (TINY_GRID.replace("alpha: [0.0, 0.1]", "alphaa: [0.0, 0.1]"),
@@ -165,7 +165,7 @@ BAD_SPECS = {
     "bad YAML": (TINY_GRID + "axes: [unclosed\n", "is not valid YAML"),
     "unknown preset": (TINY_GRID.replace("preset: tiny", "preset: huge"), "unknown preset 'huge'"),
     "wrong value type": (TINY_GRID.replace("alpha: [0.0, 0.1]", "alpha: [[0.1]]"), "'alpha' expects float"),
-    "unknown eval key": (TINY_GRID.replace("limit: 2", "limitt: 2"), "unknown eval key(s) limitt"),
+    "unknown eval key": (TINY_GRID.replace("limit: 2", "limitt: 2"), "unknown key 'eval.limitt'; valid: tasks, metadata, limit, batch_size"),
 }
 
 
@@ -296,4 +296,4 @@ def test_interrupted_training_is_resumed_not_evaluated(tmp_path, monkeypatch):
     assert calls[-1][0] == "training" and calls[-1][1][-1] == "--resume"
     finish = True
     rows = grid.run(progress=False)
-    assert [w for w, _ in calls] == ["training", "training"] and len(rows) == 1 and rows[0]["train"]["steps"] == 4
+    assert [w for w, _ in calls] == ["training", "training"] and len(rows) == 1 and rows[0].train["steps"] == 4

@@ -1,38 +1,36 @@
-"""Synthetic length-generalization suite (issue 7): generators, reparams, training, rows, CLI."""
-import csv
-import dataclasses
+"""Synthetic length-generalization tasks as a task kind of the trainer: generators, reparams, the
+scalar objective and its regularizer, training through trainer.train, evaluation, errors."""
 import json
 
 import pytest
 import torch
 
-from trainer.config import ModelConfig
+from trainer.config import preset
 from trainer.errors import OLHError
-from trainer.synthetic.model import BOS, ScalarModel
-from trainer.synthetic.regularizer import SCALAR_DIVERGENCES, draw_extra
+from trainer.models import build_model
+from trainer.models.scalar import BOS
+from trainer.synthetic.objective import SCALAR_DIVERGENCES, ScalarObjective, check, draw_extra, evaluate
 from trainer.synthetic.reparam import REPARAMS
-from trainer.synthetic.run import (EXTRA_KEYS, NO_PE, ROW_KEYS, SyntheticConfig, expand_grid, main, run_grid,
-                                   run_job, summary_table, target_stats, train_job)
-from trainer.synthetic.tasks import TASKS, eval_generator, sample_bits, sample_length
+from trainer.synthetic.tasks import TASKS, BitSampler, eval_generator, sample_bits, sample_length, target_stats
+from trainer.train import main as train_main
+from trainer.train import train
 
 torch.set_num_threads(1)
 
-TINY_MODEL = dataclasses.replace(ModelConfig(), arch="decoder", pe="nope", d_model=16, n_layer=1, n_head=2,
-                                 mlp_ratio=2)
+
+def tiny_cfg(tmp_path=None, **over):
+    cfg = preset("synthetic")
+    base = dict(d_model=16, n_layer=1, n_head=2, mlp_ratio=2, max_steps=80, batch_size=32, lr=3e-3,
+                warmup_steps=5, eval_samples=16, test_len=14, seq_len=6, max_positions=15, log_every=1000)
+    for k, v in {**base, **over}.items():
+        cfg.set(k, v)
+    if tmp_path is not None:
+        cfg.train.out = str(tmp_path / "run")
+    return cfg
 
 
-def tiny_cfg(**over) -> SyntheticConfig:
-    base = dict(max_steps=80, batch_size=32, lr=3e-3, warmup_steps=5, seeds=1, eval_samples=16,
-                test_max_len=14, train_max_len=6)
-    return SyntheticConfig(**{**base, **over})
-
-
-def one_job(task="mean", arch="decoder", pe="nope", reparam="identity", cfg=None, seed=0):
-    cfg = cfg or tiny_cfg()
-    model = dataclasses.replace(TINY_MODEL, arch=arch, pe=pe)
-    jobs = expand_grid(model, dataclasses.replace(cfg, task=task, reparam=reparam, seed=seed))
-    assert len(jobs) == 1
-    return jobs[0], cfg
+def losses(run_dir) -> list[float]:
+    return [json.loads(x)["mse"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 # ---- generators ----------------------------------------------------------------------------------
@@ -53,21 +51,25 @@ def test_generators_are_seeded_and_deterministic():
     assert not torch.equal(sample_bits(eval_generator(1, 7), 4, 7), sample_bits(eval_generator(2, 7), 4, 7))
 
 
+def test_bit_sampler_is_seeded_and_resumable():
+    a = BitSampler(4, 1, 10, seed=0)
+    first = [a.next_batch() for _ in range(5)]
+    state = a.state_dict()
+    rest = [a.next_batch() for _ in range(3)]
+    b = BitSampler(4, 1, 10, seed=0)
+    b.load_state_dict(json.loads(json.dumps(state)))  # the state travels through trainer_state.json
+    assert all(torch.equal(x, y) for x, y in zip(rest, [b.next_batch() for _ in range(3)]))
+    assert {x.shape[1] for x in first + rest} <= set(range(1, 11)) and len({x.shape[1] for x in first + rest}) > 1
+    other = BitSampler(4, 1, 10, seed=1)
+    assert not all(torch.equal(x, other.next_batch()) for x in first)
+
+
 def test_task_targets():
     bits = torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0]])
     assert TASKS.get("mean").target(bits).tolist() == [0.75, 0.0]
     assert TASKS.get("length").target(bits).tolist() == [4.0, 4.0]
     with pytest.raises(OLHError, match="unknown synthetic task 'parity'; valid: mean, length"):
         TASKS.get("parity")
-
-
-def test_training_is_deterministic():
-    job, cfg = one_job(cfg=tiny_cfg(max_steps=6))
-    _, a = train_job(job, cfg)
-    _, b = train_job(job, cfg)
-    assert a["losses"] == b["losses"]
-    job2, _ = one_job(cfg=tiny_cfg(max_steps=6), seed=1)
-    assert train_job(job2, cfg)[1]["losses"] != a["losses"]
 
 
 # ---- reparams ------------------------------------------------------------------------------------
@@ -116,34 +118,23 @@ def test_reparam_prediction_clamping():
 
 def test_reparam_must_fit_the_task():
     with pytest.raises(OLHError, match="reparam log: forward needs x > 0, got 0.*cannot be used with --task mean"):
-        expand_grid(TINY_MODEL, tiny_cfg(task="mean", reparam="log"))
-    expand_grid(TINY_MODEL, tiny_cfg(task="mean", reparam="sqrt"))  # mean in [0, 1] is fine for sqrt
+        check(tiny_cfg(task="mean", reparam="log"))
+    check(tiny_cfg(task="mean", reparam="sqrt"))  # mean in [0, 1] is fine for sqrt
 
 
 def test_target_stats_standardize():
-    mu, sd = target_stats("length", "identity", tiny_cfg(train_min_len=1, train_max_len=10))
+    mu, sd = target_stats("length", "identity", 1, 10, "standardize")
     assert mu == pytest.approx(5.5) and sd == pytest.approx(2.87, abs=0.01)
-    assert target_stats("length", "sqrt", tiny_cfg(target_norm="none")) == (0.0, 1.0)
+    assert target_stats("length", "sqrt", 1, 10, "none") == (0.0, 1.0)
 
 
-# ---- grid, model, regularizer --------------------------------------------------------------------
-
-
-def test_expand_grid():
-    cfg = tiny_cfg(task="mean,length", reparam="identity", seeds=2)
-    jobs = expand_grid(dataclasses.replace(TINY_MODEL, arch="decoder,rnn", pe="all"), cfg)
-    # decoder: 5 PEs; rnn ignores --pe (one point, pe "-"); x 2 tasks x 2 seeds
-    assert len(jobs) == (5 + 1) * 2 * 2
-    assert {j.pe for j in jobs if j.arch == "rnn"} == {NO_PE}
-    assert all(j.model.max_positions == cfg.test_max_len + 1 for j in jobs)  # BOS + longest test
-    with pytest.raises(OLHError, match="unknown positional encoding 'xpos'"):
-        expand_grid(dataclasses.replace(TINY_MODEL, pe="nope,xpos"), cfg)
+# ---- model, objective, regularizer ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("arch,pool", [("decoder", "last"), ("encdec", "mean"), ("rnn", "last")])
-def test_scalar_model_interface(arch, pool):
+def test_scalar_head_on_every_family(arch, pool):
     torch.manual_seed(0)
-    m = ScalarModel(dataclasses.replace(TINY_MODEL, arch=arch, vocab_size=3), pool="auto")
+    m = build_model(tiny_cfg(arch=arch).model)
     assert m.pool == pool
     bits = torch.randint(0, 2, (3, 5))
     assert m.tokens(bits)[:, 0].tolist() == [BOS] * 3 and m(bits).shape == (3,)
@@ -160,79 +151,93 @@ def test_draw_extra_and_divergences():
     assert SCALAR_DIVERGENCES.get("l1")(a, a).tolist() == [0.0, 0.0]
 
 
-# ---- training and evaluation ---------------------------------------------------------------------
+def test_regularized_loss_is_fit_plus_alpha_times_the_view_divergence():
+    """loss = mean(MSE(long), MSE(short)) + alpha * mean((y(x) - y(x[e:]))^2), recomputed by hand with
+    the same e: dropping the term, scoring another view or another divergence changes the number."""
+    cfg = tiny_cfg(task="length", alpha=0.7, pe="learned")  # positions make the two views differ at init
+    torch.manual_seed(0)
+    model, obj = build_model(cfg.model), ScalarObjective(cfg)
+    bits = torch.randint(0, 2, (16, 9), generator=torch.Generator().manual_seed(1))
+    loss, m = obj(model, bits, 0, torch.Generator().manual_seed(2))
+    e = draw_extra(torch.Generator().manual_seed(2), 9, cfg.align.extra_frac)
+    assert m["l_extra"] == e >= 1
+    z = lambda b: (b.shape[1] - obj.mu) / obj.sigma  # noqa: E731 - length targets, standardized
+    yl, ys = model(bits), model(bits[:, e:])
+    fit = 0.5 * ((yl - z(bits)).pow(2).mean() + (ys - z(bits[:, e:])).pow(2).mean())
+    mis = (yl - ys).pow(2).mean()
+    assert mis.item() > 1e-2 and m["mis"] == pytest.approx(mis.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((fit + 0.7 * mis).item(), rel=1e-5)
+    plain, pm = ScalarObjective(tiny_cfg(task="length", alpha=0.0))(model, bits, 0, torch.Generator())
+    assert "mis" not in pm and plain.item() == pytest.approx((yl - z(bits)).pow(2).mean().item(), rel=1e-5)
+
+
+def test_regularizer_makes_outputs_length_invariant(tmp_path):
+    """Trained with a strong alpha, the outputs for x and its suffix x[e:] move together; the
+    compute-matched run (both views, alpha = 0) keeps them apart (it fits the different targets)."""
+    gaps = {}
+    for alpha in (0.0, 3.0):
+        cfg = tiny_cfg(tmp_path / f"a{alpha}", task="length", alpha=alpha, pair_windows=True, max_steps=60)
+        train(cfg)
+        from trainer.checkpoint import load_model
+        model = load_model(cfg.train.out)[0]
+        bits = sample_bits(torch.Generator().manual_seed(9), 64, 6)
+        with torch.no_grad():
+            gaps[alpha] = (model(bits) - model(bits[:, 3:])).pow(2).mean().item()
+    assert gaps[3.0] < 0.25 * gaps[0.0], gaps
+
+
+# ---- training and evaluation through the trainer -------------------------------------------------
+
+
+def test_training_is_deterministic(tmp_path):
+    train(tiny_cfg(tmp_path / "a", max_steps=6))
+    train(tiny_cfg(tmp_path / "b", max_steps=6))
+    train(tiny_cfg(tmp_path / "c", max_steps=6, seed=1))
+    assert losses(tmp_path / "a" / "run") == losses(tmp_path / "b" / "run") != losses(tmp_path / "c" / "run")
 
 
 @pytest.mark.parametrize("task,arch", [("mean", "decoder"), ("length", "decoder"), ("mean", "encdec"),
                                        ("length", "rnn")])
-def test_tiny_run_lowers_loss(task, arch):
-    job, cfg = one_job(task=task, arch=arch)
-    _, info = train_job(job, cfg)
-    assert info["final_loss"] < 0.5 * info["first_loss"], info
+def test_tiny_run_lowers_loss(tmp_path, task, arch):
+    train(tiny_cfg(tmp_path, task=task, arch=arch))
+    ls = losses(tmp_path / "run")
+    assert sum(ls[-8:]) / 8 < 0.5 * sum(ls[:8]) / 8
 
 
-def test_regularized_run():
-    job, cfg = one_job(task="mean", cfg=tiny_cfg(alpha=0.5, max_steps=30))
-    _, info = train_job(job, cfg)
-    assert info["mis"] is not None and info["mis"] >= 0 and info["final_loss"] < info["first_loss"]
-    _, plain = train_job(job, tiny_cfg(max_steps=30))
-    assert plain["mis"] is None  # alpha = 0: one view, no misalignment term
+def test_evaluation_covers_every_test_length(tmp_path):
+    cfg = tiny_cfg(tmp_path, task="length", reparam="sqrt", max_steps=10)
+    train(cfg)
+    from trainer.checkpoint import load_model
+    model, saved, tok = load_model(cfg.train.out)
+    assert tok is None and saved.data.reparam == "sqrt"
+    ev = evaluate(model, saved)
+    assert sorted(k for k in ev if k.startswith("mse@")) == sorted(f"mse@{n}" for n in range(1, 15))
+    assert all(0.0 <= ev[f"clamped@{n}"] <= 1.0 for n in range(1, 15))
+    assert ev["mse_train"] == pytest.approx(sum(ev[f"mse@{n}"] for n in range(1, 7)) / 6)
+    assert evaluate(model, saved) == ev  # the test sets are fixed
 
 
-def test_evaluation_rows_schema():
-    job, cfg = one_job(task="length", reparam="sqrt", cfg=tiny_cfg(max_steps=10, test_min_len=2))
-    rows, info = run_job(job, cfg)
-    assert [r["length"] for r in rows] == list(range(2, cfg.test_max_len + 1))
-    for r in rows:
-        assert tuple(r)[:len(ROW_KEYS)] == ROW_KEYS and set(r) == set(ROW_KEYS) | set(EXTRA_KEYS)
-        assert (r["task"], r["arch"], r["pe"], r["reparam"], r["seed"]) == ("length", "decoder", "nope", "sqrt", 0)
-        assert isinstance(r["length"], int) and isinstance(r["mse"], float) and r["mse"] >= 0
-        assert 0.0 <= r["clamped"] <= 1.0
-    table = summary_table(rows, dataclasses.replace(cfg, report_lengths="10,99"))
-    assert "MSE l=10" in table and "l=99" not in table  # lengths outside the test range are dropped
-
-
-def test_workers_match_serial():
-    cfg = tiny_cfg(max_steps=5, test_max_len=6)
-    jobs = expand_grid(dataclasses.replace(TINY_MODEL, pe="nope,alibi"), cfg)
-    serial, _ = run_grid(jobs, cfg, log=lambda *_: None)
-    parallel, _ = run_grid(jobs, dataclasses.replace(cfg, workers=2), log=lambda *_: None)
-    assert serial == parallel
-
-
-# ---- CLI -----------------------------------------------------------------------------------------
-
-
-def test_cli_writes_results_and_plots(tmp_path, capsys):
-    out = tmp_path / "syn"
-    rc = main(["--task", "mean,length", "--pe", "nope,rope", "--seeds", "2", "--max_steps", "4",
-               "--d_model", "16", "--n_layer", "1", "--n_head", "2", "--test_max_len", "12",
-               "--eval_samples", "8", "--out", str(out)])
-    assert rc == 0
-    with open(out / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(ROW_KEYS) + list(EXTRA_KEYS)
-    assert len(rows) == 2 * 2 * 2 * 12  # tasks x pes x seeds x lengths
-    jl = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert len(jl) == len(rows) and jl[0]["mse"] == pytest.approx(float(rows[0]["mse"]))
-    for name in ("mean.png", "length.png"):
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = (out / "summary.md").read_text()
-    assert "| mean | decoder | rope | identity | 2 |" in summary
-    cfg = json.loads((out / "config.json").read_text())
-    assert cfg["synthetic"]["seeds"] == 2 and cfg["model"]["d_model"] == 16 and "torch" in cfg["versions"]
-    assert len((out / "runs.jsonl").read_text().splitlines()) == 8
+def test_resume_continues_exactly(tmp_path):
+    full = tiny_cfg(tmp_path / "full", max_steps=8, save_every=4)
+    train(full)
+    part = tiny_cfg(tmp_path / "part", max_steps=8)
+    train(part, stop_at=4)
+    part.train.resume = True
+    train(part)
+    assert losses(tmp_path / "full" / "run") == losses(tmp_path / "part" / "run")
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--reparam", "bogus"], "error: unknown reparam 'bogus'; valid: identity, sqrt, log, inv_sqrt, square, cube"),
     (["--task", "mean", "--reparam", "inv_sqrt"], "error: reparam inv_sqrt: forward needs x > 0, got 0"),
-    (["--paper", "--pe", "rope"], "error: --paper fixes the grid; drop --pe"),
-    (["--train_min_len", "5", "--train_max_len", "2"], "error: need 1 <= train_min_len <= train_max_len"),
+    (["--task", "parity"], "error: unknown task 'parity'; valid: lm, mean, length"),
+    (["--min_len", "5", "--seq_len", "2"], "error: need 1 <= min_len <= seq_len"),
     (["--max_steps", "x"], "error: --max_steps expects int, got 'x'"),
     (["--divergence", "sce"], "error: unknown scalar divergence 'sce'; valid: l2, l1"),
+    (["--head", "lm"], "error: --task length predicts a number: it needs --head scalar"),
+    (["--pe", "learned", "--max_positions", "20"], "error: max_positions=20 is shorter than the longest test input"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path):
-    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    assert train_main(["--preset", "synthetic", "--max_steps", "2"] + argv + ["--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(message) and err.count("\n") == 1
+    assert err.startswith(message) and err.count("\n") == 1, err

@@ -5,21 +5,7 @@
     python -m trainer.ablate grids/alpha.yaml --dry_run       # list the cells and exit
     python -m trainer.ablate grids/alpha.yaml --report_only   # rebuild the report from results.jsonl
 
-A grid spec (YAML or JSON):
-
-    name: alpha                     # results go to <root>/<name>/ (root: --root, default runs/)
-    base: {preset: demo, max_steps: 400}    # any config field (see python -m trainer.train --help)
-    seeds: [0, 1]
-    axes:                           # full product of the axes ...
-      alpha: [0, 0.1, 0.3]
-    cells:                          # ... and/or an explicit list of overrides (each crossed with seeds)
-      - {alpha: 0.1, alpha_schedule: cosine}
-    eval:
-      tasks: [olh_lsm, olh_ppl_len, olh_mini_lc]
-      metadata: {}                  # passed to lm-eval's --metadata (l_train etc. come from the run)
-    launcher: {kind: plain}         # or {kind: deepspeed, config: ds_configs/zero2.json, num_gpus: 2}
-    pretrain: {seq_len: 64}         # optional: first train base+pretrain per seed, then start every
-                                    # cell of that seed from it (--init_from); see grids/context_extension.yaml
+The spec format is in trainer/spec.py (and `--help`).
 
 Each cell is keyed by a hash of its full resolved config: a finished cell (its line in results.jsonl)
 is skipped, a cell with a checkpoint but no result is evaluated, and an interrupted training resumes
@@ -28,8 +14,6 @@ from its last checkpoint, so rerunning the same command after a crash continues 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import itertools
 import json
 import math
 import os
@@ -42,183 +26,33 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from trainer.config import FIELD_INDEX, PRESETS, RunConfig, hashed_fields, preset
+from trainer.config import RunConfig
 from trainer.errors import OLHError
-
-SPEC_KEYS = {"name", "base", "seeds", "axes", "cells", "eval", "launcher", "description", "report", "pretrain"}
-DEFAULT_TASKS = ["olh_lsm", "olh_ppl_len", "olh_mini_lc"]
-
-
-# ------------------------------------------------------------------------------------------- spec
-def load_spec(path: str | Path) -> dict:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise OLHError(f"cannot read grid spec {p}: {e.strerror}") from None
-    try:
-        if p.suffix == ".json":
-            spec = json.loads(text)
-        else:
-            import yaml
-            spec = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - yaml and json raise different types; both mean "malformed"
-        raise OLHError(f"grid spec {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
-                       f"{str(e).splitlines()[0]}") from None
-    kind = spec.pop("kind", "lm") if isinstance(spec, dict) else "lm"
-    if kind == "synthetic":  # synthetic length-generalization grid: trainer/synthetic/grid.py
-        from trainer.synthetic.grid import validate_synthetic_spec
-        return validate_synthetic_spec({**spec, "kind": kind}, str(p))
-    if kind != "lm":
-        raise OLHError(f"{p}: unknown grid kind {kind!r}; valid: lm (the default), synthetic")
-    return validate_spec(spec, str(p))
-
-
-def validate_spec(spec, where: str = "grid spec") -> dict:
-    if not isinstance(spec, dict):
-        raise OLHError(f"{where}: expected a mapping at the top level")
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise OLHError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(SPEC_KEYS))}")
-    if not spec.get("name"):
-        raise OLHError(f"{where}: 'name' is required")
-    for sec in ("base", "eval", "launcher"):
-        if spec.get(sec) is not None and not isinstance(spec[sec], dict):
-            raise OLHError(f"{where}: '{sec}' must be a mapping")
-    base = dict(spec.get("base") or {})
-    if "preset" in base and base["preset"] not in PRESETS:
-        raise OLHError(f"{where}: unknown preset '{base['preset']}'; valid: {', '.join(PRESETS)}")
-    _check_fields(base, f"{where}: base", allow={"preset"})
-    axes = spec.get("axes") or {}
-    if not isinstance(axes, dict):
-        raise OLHError(f"{where}: 'axes' must map field names to lists of values")
-    for k, vals in axes.items():
-        _check_fields({k: None}, f"{where}: axes")
-        if not isinstance(vals, list) or not vals:
-            raise OLHError(f"{where}: axis '{k}' is empty; give it a non-empty list of values")
-    cells = spec.get("cells") or []
-    for i, c in enumerate(cells):
-        if not isinstance(c, dict):
-            raise OLHError(f"{where}: cells[{i}] must be a mapping of field: value")
-        _check_fields(c, f"{where}: cells[{i}]")
-    if not axes and not cells:
-        raise OLHError(f"{where}: give 'axes' or 'cells' (nothing to run)")
-    seeds = spec.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise OLHError(f"{where}: 'seeds' must be a non-empty list of integers")
-    ev = dict(spec.get("eval") or {})
-    bad = set(ev) - {"tasks", "metadata", "limit", "batch_size"}
-    if bad:
-        raise OLHError(f"{where}: unknown eval key(s) {', '.join(sorted(bad))}; valid: batch_size, limit, metadata, tasks")
-    tasks = ev.get("tasks", DEFAULT_TASKS)
-    if isinstance(tasks, str):  # "olh_lsm,olh_ppl_len" as on the lm-eval command line
-        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        raise OLHError(f"{where}: eval 'tasks' must be a list of task names")
-    ev["tasks"] = tasks
-    pretrain = spec.get("pretrain")
-    if pretrain is not None:
-        if not isinstance(pretrain, dict):
-            raise OLHError(f"{where}: 'pretrain' must be a mapping of field: value")
-        _check_fields(pretrain, f"{where}: pretrain")
-    launcher = dict(spec.get("launcher") or {"kind": "plain"})
-    if launcher.get("kind", "plain") not in ("plain", "deepspeed"):
-        raise OLHError(f"{where}: launcher kind must be plain or deepspeed, got '{launcher.get('kind')}'")
-    bad = set(launcher) - {"kind", "config", "num_gpus"}
-    if bad:
-        raise OLHError(f"{where}: unknown launcher key(s) {', '.join(sorted(bad))}; valid: config, kind, num_gpus")
-    return {"name": str(spec["name"]), "base": base, "axes": axes, "cells": cells, "seeds": seeds,
-            "eval": {"tasks": ev.get("tasks", DEFAULT_TASKS), "metadata": ev.get("metadata", {}),
-                     "limit": ev.get("limit"), "batch_size": ev.get("batch_size", 8)},
-            "launcher": launcher, "description": spec.get("description", ""), "report": spec.get("report", {}),
-            "pretrain": pretrain}
-
-
-def _check_fields(d: dict, where: str, allow=()) -> None:
-    for k in d:
-        if k not in FIELD_INDEX and k not in allow:
-            raise OLHError(f"{where}: unknown config field '{k}' (see python -m trainer.train --help)")
-
-
-def combos(spec: dict) -> list[dict]:
-    """The overrides of every cell (without seeds): the product of the axes, then the explicit cells."""
-    out = []
-    if spec["axes"]:
-        keys = list(spec["axes"])
-        out += [dict(zip(keys, vals)) for vals in itertools.product(*(spec["axes"][k] for k in keys))]
-    return out + [dict(c) for c in spec["cells"]]
-
-
-def expand(spec: dict) -> list[dict]:
-    """Every cell as {'overrides': {...}, 'seed': s}; overrides exclude the seed."""
-    out, seen = [], set()
-    for c in combos(spec):
-        for s in spec["seeds"]:
-            key = json.dumps([c, s], sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                out.append({"overrides": c, "seed": s})
-    return out
-
-
-def resolve(spec: dict, cell: dict) -> RunConfig:
-    base = dict(spec["base"])
-    cfg = preset(base.pop("preset", "demo"))
-    for k, v in {**base, **cell["overrides"], "seed": cell["seed"]}.items():
-        cfg.set(k, _coerce(k, v))
-    return cfg
-
-
-def _coerce(key: str, v):
-    """A spec value as its config field's type: YAML's `0` for a float field becomes 0.0 (else
-    {alpha: 0} and {alpha: 0.0} would hash to two cells), a number for a str field becomes its text;
-    lists/mappings and numbers for bool fields are rejected with the field's name."""
-    from trainer.config import _field_type
-    t = _field_type(FIELD_INDEX[key][1])
-    if isinstance(v, str) or v is None and t is str:
-        return "" if v is None else v
-    ok = {bool: (bool,), int: (int,), float: (int, float), str: (int, float)}.get(t, ())
-    if isinstance(v, bool) and t is not bool or not isinstance(v, ok):
-        raise OLHError(f"config field '{key}' expects {t.__name__}, got {v!r}")
-    return t(v) if t is not str else str(v)
-
-
-def cell_id(cfg: RunConfig) -> str:
-    """12 hex digits of a hash of the fields that define the cell's results and differ from the
-    defaults (trainer/config.py: hashed_fields), so adding a config field keeps finished grids valid."""
-    return hashlib.sha1(json.dumps(hashed_fields(cfg), sort_keys=True).encode()).hexdigest()[:12]
+from trainer.results import ResultRow, append_row, read_rows
+from trainer.spec import GridSpec, cell_id, combos, load_spec, resolve
 
 
 # ------------------------------------------------------------------------------------------ running
 class Grid:
-    def __init__(self, spec: dict, root: str | Path = "runs", threads_per_job: int = 0):
-        self.spec, self.dir = spec, Path(root) / spec["name"]
+    def __init__(self, spec: GridSpec, root: str | Path = "runs", threads_per_job: int = 0):
+        self.spec, self.dir = spec, Path(root) / spec.name
         self.results = self.dir / "results.jsonl"
         self.threads = threads_per_job
         self._lock = threading.Lock()
         self._status: dict[str, tuple] = {}  # running cells: (phase, run dir, total steps)
+        self._pool, self._jobs = None, 1  # worker processes for synthetic cells, started on first use
 
-    def done(self) -> dict[str, dict]:
-        if not self.results.exists():
-            return {}
-        rows = {}
-        for i, line in enumerate(self.results.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    raise OLHError(f"{self.results}:{i} is not valid JSON; fix or delete that line") from None
-                rows[r["cell_id"]] = r
-        return rows
+    def done(self) -> dict[str, ResultRow]:
+        return read_rows(self.results)
 
     def pretrain_cells(self) -> list[tuple[dict, RunConfig, str]]:
         """One pretraining run per seed (empty without a 'pretrain' section)."""
-        if self.spec.get("pretrain") is None:
+        if self.spec.pretrain is None:
             return []
         out = []
-        for s in self.spec["seeds"]:
-            cell = {"overrides": {"stage": "pretrain", **self.spec["pretrain"]}, "seed": s}
-            cfg = resolve(self.spec, {"overrides": self.spec["pretrain"], "seed": s})
+        for s in self.spec.seeds:
+            cell = {"overrides": {"stage": "pretrain", **self.spec.pretrain}, "seed": s}
+            cfg = resolve(self.spec, self.spec.pretrain, s)
             cid = "pretrain-" + cell_id(cfg)
             cfg.train.out = str(self.dir / cid)
             out.append((cell, cfg, cid))
@@ -227,35 +61,36 @@ class Grid:
     def cells(self) -> list[tuple[dict, RunConfig, str]]:
         pre = {cell["seed"]: (cid, cfg.train.out) for cell, cfg, cid in self.pretrain_cells()}
         out, seen = [], set()
-        for cell in expand(self.spec):
+        for ov, seed in ((c, s) for c in combos(self.spec) for s in self.spec.seeds):
+            cell = {"overrides": ov, "seed": seed}
             if pre:  # every cell of a seed starts from that seed's pretrained model
-                pre_id, pre_out = pre[cell["seed"]]
-                cell = {"overrides": {**cell["overrides"], "init_from": pre_out}, "seed": cell["seed"]}
-            cfg = resolve(self.spec, cell)
+                pre_id, pre_out = pre[seed]
+                cell = {"overrides": {**ov, "init_from": pre_out}, "seed": seed}
+            cfg = resolve(self.spec, cell["overrides"], seed)
             if pre:  # hash the pretraining run by its id, not its path: --root must not change cell ids
                 cfg.train.init_from = pre_id
             cid = cell_id(cfg)
             if pre:
                 cfg.train.init_from = pre_out
-            if cid in seen:  # two spellings of one config (e.g. an axis value repeated in 'cells'): run once
+            if cid in seen:  # two spellings of one config (an axis value repeated in 'cells', 0 and 0.0): run once
                 continue
             seen.add(cid)
             cfg.train.out = str(self.dir / cid)
             out.append((cell, cfg, cid))
         return out
 
-    def run(self, jobs: int = 1, progress=True) -> list[dict]:
+    def run(self, jobs: int = 1, progress=True) -> list[ResultRow]:
         from tqdm import tqdm
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "grid.json").write_text(json.dumps(self.spec, indent=1) + "\n")
+        (self.dir / "grid.json").write_text(self.spec.model_dump_json(indent=1) + "\n")
         done = self.done()
         stages = [self.pretrain_cells(), self.cells()]  # pretraining first: the cells start from it
         todo = [[t for t in st if t[2] not in done] for st in stages]
         n_all, n_todo = sum(map(len, stages)), sum(map(len, todo))
         if progress:
-            print(f"grid {self.spec['name']}: {n_all} runs, {n_all - n_todo} already done, {n_todo} to run")
-        bar = tqdm(total=n_todo, desc=f"grid {self.spec['name']}", disable=not progress or not n_todo)
-        errors = []
+            print(f"grid {self.spec.name}: {n_all} runs, {n_all - n_todo} already done, {n_todo} to run")
+        bar = tqdm(total=n_todo, desc=f"grid {self.spec.name}", disable=not progress or not n_todo)
+        errors, self._jobs = [], max(1, jobs)
         stop_watch = threading.Event()
         if progress and n_todo:
             threading.Thread(target=self._watch, args=(bar, stop_watch), daemon=True).start()
@@ -278,6 +113,9 @@ class Grid:
                     break
         stop_watch.set()
         bar.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if errors:
             raise OLHError("; ".join(errors))
         return list(self.done().values())
@@ -313,48 +151,66 @@ class Grid:
             cfg.save(cfg_path)
             resume = ["--resume"] if (out / "checkpoint").exists() else []
             self._status[cid] = ("train", out, cfg.train.max_steps)
-            self._call(self._train_cmd(cfg_path, out, threads) + resume, log, "training")
+            if cfg.data.task != "lm" and self.spec.launcher.kind == "plain":  # seconds-long runs: no new interpreter
+                self._train_in_pool(cfg, out, threads, log, bool(resume))
+            else:
+                self._call(self._train_cmd(cfg_path, out, threads) + resume, log, "training")
             if (n := _steps_done(summary_path)) < cfg.train.max_steps:
                 raise OLHError(f"training stopped at step {n} of {cfg.train.max_steps} (interrupted?); "
                                f"rerun to resume it; log: {log}")
         summary = json.loads(summary_path.read_text())
-        self._status[cid] = ("lm-eval", out, 0)
-        evals = self.evaluate(out, log, threads, cfg.train.device)
-        row = {"cell_id": cid, "grid": self.spec["name"], "overrides": cell["overrides"], "seed": cell["seed"],
-               "config": RunConfig.load(out / "checkpoint" / "config.json").to_dict(), "train": summary,
-               "final_lm_loss": mean_tail(out / "metrics.jsonl", "lm_loss"), "eval": evals,
-               "wall_s": time.time() - t0, "run_dir": str(out)}
-        with self._lock, open(self.results, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._status[cid] = ("eval", out, 0)
+        if cfg.data.task == "lm":
+            evals, lm_loss = self.evaluate(out, log, threads, cfg.train.device), mean_tail(out / "metrics.jsonl", "lm_loss")
+        else:  # synthetic tasks: every test length, in process (a tiny model, seconds)
+            evals, lm_loss = evaluate_synthetic(out), None
+        row = ResultRow(cell_id=cid, grid=self.spec.name, overrides=cell["overrides"], seed=cell["seed"],
+                        config=RunConfig.load(out / "checkpoint" / "config.json").to_dict(), train=summary,
+                        final_lm_loss=lm_loss, eval=evals, wall_s=time.time() - t0, run_dir=str(out))
+        with self._lock:
+            append_row(self.results, row)
         return row
 
+    def _train_in_pool(self, cfg: RunConfig, out: Path, threads: int, log: Path, resume: bool) -> None:
+        """Train in one of the grid's worker processes (started once, each imports torch once)."""
+        with self._lock:
+            if self._pool is None:
+                import multiprocessing as mp
+                from concurrent.futures import ProcessPoolExecutor
+                self._pool = ProcessPoolExecutor(self._jobs, mp_context=mp.get_context("spawn"))
+        cfg = RunConfig.from_dict(cfg.to_dict())
+        cfg.train.out, cfg.train.threads, cfg.train.resume = str(out), threads, resume
+        err = self._pool.submit(_train_here, cfg.to_dict(), str(log)).result()
+        if err:
+            raise OLHError(f"training failed (error: {err}); log: {log}")
+
     def _train_cmd(self, cfg_path: Path, out: Path, threads: int) -> list[str]:
-        la = self.spec["launcher"]
+        la = self.spec.launcher
         args = ["--config", str(cfg_path), "--out", str(out), "--threads", str(threads)]
-        if la.get("kind", "plain") == "deepspeed":
+        if la.kind == "deepspeed":
             exe = str(Path(sys.executable).parent / "deepspeed")
-            return [exe, "--num_gpus", str(la.get("num_gpus", 1)), "--master_port", str(_free_port()),
-                    "--module", "trainer.train", "--deepspeed", la.get("config", "ds_configs/zero2.json"), *args]
+            return [exe, "--num_gpus", str(la.num_gpus), "--master_port", str(_free_port()),
+                    "--module", "trainer.train", "--deepspeed", la.config, *args]
         return [sys.executable, "-m", "trainer.train", *args]
 
     def evaluate(self, run_dir: Path, log: Path, threads: int, device: str = "cpu") -> dict:
         """Score the checkpoint through the real lm-eval CLI (our `olharness` wrapper) and flatten the
         results to {'task/metric': value}."""
-        ev = self.spec["eval"]
-        if not ev["tasks"]:
+        ev = self.spec.eval
+        if not ev.tasks:
             return {}
         out = run_dir / "eval"
         from trainer.models import lm_eval_model
         model, model_args = lm_eval_model(run_dir)  # ol for our families; hf-lsm on checkpoint/hf for arch=hf
         cmd = [sys.executable, "-m", "olharness.cli", "--model", model, "--model_args",
-               model_args, "--tasks", ",".join(ev["tasks"]), "--batch_size", str(ev["batch_size"]),
+               model_args, "--tasks", ",".join(ev.tasks), "--batch_size", str(ev.batch_size),
                "--output_path", str(out)]
         if device != "auto":  # auto: the adapter picks cuda when there is one, else cpu
             cmd += ["--device", device]
-        if ev["metadata"]:
-            cmd += ["--metadata", json.dumps(ev["metadata"])]
-        if ev["limit"]:
-            cmd += ["--limit", str(ev["limit"])]
+        if ev.metadata:
+            cmd += ["--metadata", json.dumps(ev.metadata)]
+        if ev.limit:
+            cmd += ["--limit", str(ev.limit)]
         before = set(out.rglob("results_*.json"))
         self._call(cmd, log, "evaluation", env={"OMP_NUM_THREADS": str(threads)})
         files = sorted(set(out.rglob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
@@ -377,6 +233,30 @@ class Grid:
             errs = [ln for ln in lines if ln.startswith("error:")]
             why = errs[-1] if errs else (f"exit {p.returncode}: {lines[-1][:300]}" if lines else f"exit {p.returncode}")
             raise OLHError(f"{what} failed ({why}); log: {log}")
+
+
+def _train_here(cfg: dict, log: str) -> str | None:
+    """A grid worker process: train one cell, its output appended to the cell's log; the error line or None."""
+    from trainer.train import train
+    sys.stdout.flush(), sys.stderr.flush()
+    with open(log, "a") as fh:
+        os.dup2(fh.fileno(), 1), os.dup2(fh.fileno(), 2)
+        try:
+            train(RunConfig.from_dict(cfg))
+        except OLHError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return str(e)
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+    return None
+
+
+def evaluate_synthetic(run_dir: Path) -> dict:
+    """A synthetic run's error at every test length (trainer/synthetic/objective.py: evaluate)."""
+    from trainer.checkpoint import load_model
+    from trainer.synthetic.objective import evaluate
+    model, cfg, _ = load_model(run_dir)
+    return evaluate(model, cfg)
 
 
 def flatten_results(res: dict) -> dict:
@@ -422,9 +302,10 @@ def _free_port() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainer import spec as spec_module
     p = argparse.ArgumentParser(prog="python -m trainer.ablate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="grid spec format:\n\n" + __doc__.split("A grid spec (YAML or JSON):")[1])
+                                epilog="grid spec format:\n\n" + spec_module.__doc__.split("\n\n", 1)[1])
     p.add_argument("spec", nargs="+", help="grid spec file(s) (YAML or JSON)")
     p.add_argument("--root", default="runs", help="where grids write (default runs/)")
     p.add_argument("--jobs", type=int, default=1, help="cells trained/evaluated at once")
@@ -437,11 +318,6 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.report import write_report
         for path in args.spec:
             spec = load_spec(path)
-            if spec.get("kind") == "synthetic":
-                from trainer.synthetic.grid import run_synthetic_grid
-                run_synthetic_grid(spec, Path(args.root), args.jobs, threads=args.threads, dry_run=args.dry_run,
-                                   report_only=args.report_only, report=not args.no_report)
-                continue
             grid = Grid(spec, args.root, args.threads)
             if args.dry_run:
                 done = grid.done()

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from trainer.config import RunConfig
 from trainer.errors import CheckpointError, OLHError
 
-REQUIRED = ("config.json", "tokenizer.model|hf", "model.safetensors")  # a|b: either one
+REQUIRED = ("config.json", "model.safetensors")
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -67,7 +67,7 @@ def load_state_into(model: torch.nn.Module, sd: dict, where: Path) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, RunConfig, Tokenizer) from a run or checkpoint directory."""
+    """(model in eval mode, RunConfig, Tokenizer or None for a synthetic task) from a run or checkpoint directory."""
     from trainer.data import Tokenizer
     from trainer.models import build_model
 
@@ -81,7 +81,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     except OLHError as e:
         raise CheckpointError(f"config.json in {ck} names an unusable model: {e}") from None
     load_state_into(model, _read_weights(ck / "model.safetensors"), ck / "model.safetensors")
-    tok = Tokenizer.load(ck / "tokenizer.model")
+    tok = Tokenizer.load(ck / "tokenizer.model") if cfg.data.task == "lm" else None
     return model.to(device).eval(), cfg, tok
 
 

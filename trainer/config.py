@@ -27,7 +27,8 @@ from trainer.errors import OLHError
 #   derived  the run may replace the requested value (sentencepiece can stop short of vocab_size):
 #            the request is hashed, the checkpoint's value is not compared on --resume
 # `factor=False` keeps a field out of the report's grouping (init_from differs per seed by construction).
-# Report groups compare a treatment with its alpha = 0 baseline: the treatment is the `align` section.
+# A report compares each treatment (the `align` section and fields with a `baseline`) with the group at
+# every `baseline` value (alpha = 0, one window, the identity reparam) and the same other settings.
 
 
 def _f(default, **meta):
@@ -68,6 +69,13 @@ class ModelConfig:
     """arch=hf: allow running model/tokenizer code shipped with --init_from (our own exports need it)."""
     gradient_checkpointing: bool = _f(False, role="resume")
     """arch=hf: recompute activations in the backward pass (less memory, about one more forward)."""
+    head: str = "lm"
+    """Output head: lm (next-token logits) or scalar (one regression output, the synthetic tasks)."""
+    pool: str = "auto"
+    """Scalar head reads the last position, the mean over positions or the first (BOS); auto = last
+    for causal models, mean for encdec."""
+    bos: bool = True
+    """Scalar head: put a BOS token before the input, an anchor even a model without positions can count from."""
 
 
 @dataclass
@@ -82,11 +90,26 @@ class DataConfig:
     """sentencepiece model type: bpe or unigram."""
     tokenizer: str = ""
     """Path of an existing tokenizer.model to reuse instead of training one."""
+    task: str = "lm"
+    """What is learned: lm (next token on --data), or a synthetic bit task, mean or length
+    (trainer/synthetic/tasks.py), trained on lengths U{min_len..seq_len}."""
+    min_len: int = 1
+    """Synthetic tasks: shortest training length."""
+    test_len: int = 50
+    """Synthetic tasks: every length 1..test_len is scored."""
+    eval_samples: int = 256
+    """Synthetic tasks: test sequences per length (the same for every run and seed)."""
+    eval_seed: int = 1234
+    """Synthetic tasks: seed of the test sets."""
+    reparam: str = _f("identity", baseline="identity")
+    """Synthetic tasks: the model learns f(target) and is scored on f⁻¹(output) (trainer/synthetic/reparam.py)."""
+    target_norm: str = "standardize"
+    """Synthetic tasks: standardize f(target) over the training distribution, or none (raw f(target))."""
 
 
 @dataclass
 class AlignConfig:
-    alpha: float = 0.1
+    alpha: float = _f(0.1, baseline=0.0)
     """Weight of the misalignment loss; 0 trains the plain LM with one forward pass per step."""
     divergence: str = "sce"
     """Divergence D between the long and short views (trainer/alignment/divergences.py)."""
@@ -116,7 +139,7 @@ class AlignConfig:
     """l_extra ~ U[1, extra_frac * seq_len]."""
     detach_long: bool = False
     """Stop gradients through the long (more context) branch of the misalignment term."""
-    pair_windows: bool = False
+    pair_windows: bool = _f(False, baseline=False)
     """Always train on both windows (compute-matched baseline when alpha = 0)."""
 
 
@@ -246,7 +269,13 @@ def is_factor(name: str) -> bool:
 
 def is_treatment(name: str) -> bool:
     """Part of the alignment treatment (the `align` section): a report compares it with alpha = 0."""
-    return FIELD_INDEX.get(name, ("",))[0] == "align"
+    sec, f = FIELD_INDEX.get(name, ("", None))
+    return sec == "align" or (f is not None and "baseline" in f.metadata)
+
+
+def baselines() -> dict:
+    """{field: its baseline value} (see the top of this file)."""
+    return {k: f.metadata["baseline"] for k, (_, f) in FIELD_INDEX.items() if "baseline" in f.metadata}
 
 
 def resume_conflicts(cfg: "RunConfig", saved: "RunConfig") -> list[str]:
@@ -276,6 +305,10 @@ PRESETS: dict[str, dict] = {
                  tgt_len=16, batch_size=16, max_steps=600, lr=2e-3, warmup_steps=50),
     "small": dict(vocab_size=8000, d_model=512, n_layer=8, n_head=8, max_positions=4096, seq_len=512,
                   tgt_len=64, batch_size=32, max_steps=5000, lr=6e-4, warmup_steps=200),
+    # the synthetic tasks (paper, Section 3): bits of length 1-10, tested on 1-50; tiny models
+    "synthetic": dict(task="length", head="scalar", vocab_size=3, d_model=32, n_layer=2, n_head=2, pe="nope",
+                      seq_len=10, max_positions=51, batch_size=64, max_steps=600, lr=2e-3, warmup_steps=50,
+                      weight_decay=0.0, alpha=0.0, divergence="l2", log_every=100),
     "gpt2": dict(vocab_size=16000, d_model=768, n_layer=12, n_head=12, max_positions=4096, seq_len=1024,
                  tgt_len=64, batch_size=32, max_steps=20000, lr=6e-4, warmup_steps=500),
 }

@@ -31,15 +31,19 @@ from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_state_into,
                                 load_training_state, save_checkpoint)
 from trainer.config import PRESETS, RunConfig, build_parser, config_from_namespace, resume_conflicts
 from trainer.errors import OLHError
-from trainer.models import CELLS, MODELS, POSITIONAL, ROPE_SCALING, build_model, check_positions
+from trainer.models import CELLS, HEADS, MODELS, POSITIONAL, ROPE_SCALING, build_model, check_positions
 from trainer.models.hf import HF_ROPE, load_pretrained
+from trainer.synthetic import REPARAMS, TASKS
+from trainer.synthetic import objective as synthetic
 
 
 def registry_choices() -> dict[str, str]:
     return {"arch": MODELS.describe(), "pe": POSITIONAL.describe(), "cell": CELLS.describe(),
             "divergence": DIVERGENCES.describe(), "scope": SCOPES.describe(), "target": TARGETS.describe(),
             "alpha_schedule": SCHEDULES.describe(),
-            "rope_scaling": ROPE_SCALING.describe() + " | arch=hf: " + HF_ROPE.describe()}
+            "rope_scaling": ROPE_SCALING.describe() + " | arch=hf: " + HF_ROPE.describe(),
+            "head": HEADS.describe(), "task": "lm: next token on --data; " + TASKS.describe(),
+            "reparam": REPARAMS.describe()}
 
 
 # ---------------------------------------------------------------------------------------- runtime
@@ -145,7 +149,9 @@ def full_state_dict(module: torch.nn.Module, zero_stage: int) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def check_lengths(model, cfg: RunConfig, obj: Objective) -> None:
+def check_lengths(model, cfg: RunConfig) -> None:
+    if cfg.model.head != "lm":
+        raise OLHError(f"--task lm needs --head lm, got --head {cfg.model.head}")
     if model.kind == "causal":
         check_positions(model.pe if hasattr(model, "pe") else model, cfg.data.seq_len)
     else:
@@ -224,8 +230,8 @@ def model_and_tokenizer(cfg: RunConfig, rt: Runtime, out: Path, corpus, init_ck:
     return model, tok
 
 
-def build(cfg: RunConfig, rt: Runtime, out: Path, init_ck: Path | None) -> Trainer:
-    """Corpus, tokenizer, token stream, model, objective, sampler, optimizer (and DeepSpeed engine)."""
+def build_lm(cfg: RunConfig, rt: Runtime, out: Path, init_ck: Path | None):
+    """--task lm: corpus, tokenizer, token stream, model, objective and window sampler."""
     from trainer.data import WindowSampler, build_token_stream, load_corpus
     corpus = load_corpus(cfg.data.data, seed=cfg.train.seed)
     model, tok = model_and_tokenizer(cfg, rt, out, corpus, init_ck)
@@ -237,8 +243,17 @@ def build(cfg: RunConfig, rt: Runtime, out: Path, init_ck: Path | None) -> Train
         tokens = build_token_stream(corpus.train, tok, cache_path=out / "train_tokens.npy")
 
     obj = Objective(cfg, model.kind, tok.bos_id)
-    check_lengths(model, cfg, obj)
-    sampler = WindowSampler(tokens, obj.window, cfg.train.batch_size, seed=cfg.train.seed, rank=rt.rank)
+    check_lengths(model, cfg)
+    return model, obj, WindowSampler(tokens, obj.window, cfg.train.batch_size, seed=cfg.train.seed, rank=rt.rank)
+
+
+def build(cfg: RunConfig, rt: Runtime, out: Path, init_ck: Path | None) -> Trainer:
+    """The task's model, objective and sampler (a synthetic task: trainer/synthetic/objective.py; it
+    has no corpus or tokenizer), then the optimizer (and DeepSpeed engine)."""
+    if cfg.data.task == "lm":
+        model, obj, sampler = build_lm(cfg, rt, out, init_ck)
+    else:
+        model, obj, sampler = synthetic.build(cfg, rt.rank)
     model.to(rt.device)
     optimizer, scheduler = make_optimizer(model, cfg)
     engine, zero_stage = None, 0
@@ -281,7 +296,8 @@ def save(tr: Trainer, step: int) -> None:
     trainer_state = {"step": step, "sampler": {str(r): s for r, s in enumerate(samplers)},
                      "world_size": rt.world, "versions": versions()}
     hf_save = getattr(tr.module, "save_pretrained", None)  # arch=hf: the HF model directory beside the state
-    save_checkpoint(tr.out, cfg=tr.cfg, state_dict=sd, tokenizer_path=None if hf_save else tr.out / "tokenizer.model",
+    own_tok = tr.cfg.data.task == "lm" and not hf_save  # synthetic bits need no tokenizer; hf keeps its own
+    save_checkpoint(tr.out, cfg=tr.cfg, state_dict=sd, tokenizer_path=tr.out / "tokenizer.model" if own_tok else None,
                     write_extra=(lambda d: hf_save(d / "hf", sd)) if hf_save else None,
                     trainer_state=trainer_state, rng=rng,
                     optimizer_state=None if engine else {"optimizer": tr.optimizer.state_dict(),

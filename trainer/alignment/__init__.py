@@ -1,4 +1,4 @@
-"""Long-short alignment: every ablation axis is a registry here (DESIGN §2)."""
+"""Long-short alignment: every ablation axis is a registry here (docs/method.md, section 2)."""
 from trainer.alignment.divergences import DIVERGENCES, build_divergence
 from trainer.alignment.objective import Objective
 from trainer.alignment.schedules import SCHEDULES, alpha_at, length_factor

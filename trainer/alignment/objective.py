@@ -1,4 +1,4 @@
-"""The training objective: loss = L_LM + alpha(step) * L_misalign  (paper §1.2, DESIGN §1.2).
+"""The training objective: loss = L_LM + alpha(step) * L_misalign (docs/method.md, section 2).
 
 The trainer calls `Objective(...)(model, window, step)` and never looks inside; every ablation axis
 is a registry in this package (divergences, scopes, targets, schedules, views). With alpha = 0 and

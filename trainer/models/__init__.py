@@ -10,6 +10,12 @@ from trainer.models import decoder, encdec, hf, rnn  # noqa: F401  (fill the reg
 from trainer.models.positional import POSITIONAL, ROPE_SCALING, check_positions
 from trainer.models.registry import MODELS
 from trainer.models.rnn import CELLS
+from trainer.models.scalar import ScalarModel
+from trainer.registry import Registry
+
+HEADS = Registry("head")
+HEADS.register("lm", help="next-token logits")(lambda model, cfg: model)
+HEADS.register("scalar", help="one regression output pooled from the last layer (trainer/models/scalar.py)")(ScalarModel)
 
 
 def check_model_config(cfg) -> None:
@@ -28,7 +34,7 @@ def build_model(cfg):
     """Instantiate the family named by cfg.arch (a trainer.config.ModelConfig). Pretrained families
     (arch=hf) are loaded with their own `load` instead (trainer/models/hf.py)."""
     check_model_config(cfg)
-    return MODELS.get(cfg.arch)(cfg)
+    return HEADS.get(cfg.head)(MODELS.get(cfg.arch)(cfg), cfg)
 
 
 def lm_eval_model(run_dir) -> tuple[str, str]:
@@ -44,4 +50,4 @@ def lm_eval_model(run_dir) -> tuple[str, str]:
     return "ol", f"pretrained={run_dir}"
 
 
-__all__ = ["MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_model_config", "check_positions", "lm_eval_model"]
+__all__ = ["HEADS", "MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_model_config", "check_positions", "lm_eval_model"]

@@ -6,7 +6,7 @@ Inputs are i.i.d. fair bits x_1..x_l. A task maps a (B, l) bit tensor to a (B,) 
     length  target = l         in [1, inf): the output range grows with l
 
 Data is generated on the fly from a `torch.Generator`, so a seed fixes every batch. Training draws
-one length per step, l ~ U{train_min_len..train_max_len}, and a batch of that length (no padding).
+one length per step, l ~ U{min_len..seq_len}, and a batch of that length (no padding).
 
     gen = torch.Generator().manual_seed(0)
     bits = sample_bits(gen, batch=32, length=7)      # (32, 7) int64 in {0, 1}
@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from trainer.registry import Registry
+from trainer.synthetic.reparam import REPARAMS
 
 TASKS = Registry("synthetic task")
 
@@ -60,3 +61,35 @@ def eval_generator(eval_seed: int, length: int) -> torch.Generator:
     is scored on the same inputs (paired comparisons) and a length's test set does not depend on
     which other lengths are evaluated."""
     return torch.Generator().manual_seed(eval_seed * 100_003 + length)
+
+
+class BitSampler:
+    """The training batches of a synthetic task, with the trainer's sampler interface. Batch i is a
+    function of (seed, rank, i) alone, so its state is one counter and --resume continues exactly."""
+
+    def __init__(self, batch_size: int, min_len: int, max_len: int, seed: int, rank: int = 0):
+        self.batch_size, self.min_len, self.max_len = batch_size, min_len, max_len
+        self.seed, self.rank, self.i = seed, rank, 0
+
+    def next_batch(self) -> torch.Tensor:
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.rank) * 1_000_033 + self.i)
+        self.i += 1
+        return sample_bits(gen, self.batch_size, sample_length(gen, self.min_len, self.max_len))
+
+    def state_dict(self) -> dict:
+        return {"i": self.i}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.i = int(d["i"])
+
+
+def target_stats(task: str, reparam: str, min_len: int, max_len: int, norm: str) -> tuple[float, float]:
+    """(mu, sigma) of f(target) over the training distribution (every training length weighted
+    equally, 1024 fixed-seed samples each); (0, 1) with target_norm none."""
+    if norm == "none":
+        return 0.0, 1.0
+    t, r = TASKS.get(task), REPARAMS.get(reparam)
+    g = torch.Generator().manual_seed(987_654_321)
+    ys = torch.cat([r.forward(t.target(sample_bits(g, 1024, n))) for n in range(min_len, max_len + 1)])
+    sd = float(ys.std())
+    return float(ys.mean()), (sd if sd > 1e-12 else 1.0)

@@ -1,41 +1,36 @@
-"""A scalar regression head on any model family (the LM head and logits are unused).
+"""A scalar regression head on any model family (`--head scalar`; the LM head's logits are unused).
 
     causal (decoder, rnn): last layer's hidden state (layer-normed) at the pooled position(s) -> Linear(D, 1)
     seq2seq (encdec):      encoder output (`model.encode`) pooled -> Linear(D, 1); the decoder is unused
 
-Inputs are bit sequences (B, l) of token ids 0/1; with `bos` a BOS token (id 2) is put in front,
-so even a NoPE model has an anchor it can count from. Pooling: `last` position (default for causal
-models: the only position that has seen every bit), `mean` over positions (default for encdec), or
-`first` (the BOS/CLS position of a bidirectional encoder).
+With `bos` a BOS token (id 2 of the bit vocabulary 0, 1, BOS) is put in front of the input, so even a
+model without positions has an anchor it can count from. Pooling: `last` position (the default for
+causal models: the only one that has seen every input), `mean` over positions (the default for
+encdec), or `first` (the BOS position of a bidirectional encoder).
 """
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 import torch.nn as nn
 
 from trainer.errors import OLHError
-from trainer.models import build_model
 
-BIT0, BIT1, BOS = 0, 1, 2
-VOCAB_SIZE = 3
+BOS = 2
 POOLS = ("auto", "last", "mean", "first")
 
 
 class ScalarModel(nn.Module):
-    def __init__(self, model_cfg, pool: str = "auto", bos: bool = True):
+    def __init__(self, backbone: nn.Module, cfg):
         super().__init__()
-        if pool not in POOLS:
-            raise OLHError(f"unknown pool '{pool}'; valid: {', '.join(POOLS)}")
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=VOCAB_SIZE)
-        self.backbone = build_model(model_cfg)
-        self.kind = self.backbone.kind
-        self.pool = pool if pool != "auto" else ("mean" if self.kind == "seq2seq" else "last")
-        if self.pool == "first" and not bos:
-            raise OLHError("pool=first reads the BOS position; it needs bos=true")
-        self.bos = bos
-        self.head = nn.Linear(model_cfg.d_model, 1)
+        if cfg.pool not in POOLS:
+            raise OLHError(f"unknown pool '{cfg.pool}'; valid: {', '.join(POOLS)}")
+        self.backbone = backbone
+        self.kind = backbone.kind
+        self.pool = cfg.pool if cfg.pool != "auto" else ("mean" if self.kind == "seq2seq" else "last")
+        if self.pool == "first" and not cfg.bos:
+            raise OLHError("pool=first reads the BOS position; it needs --bos true")
+        self.bos = cfg.bos
+        self.head = nn.Linear(cfg.d_model, 1)
 
     def tokens(self, bits: torch.Tensor) -> torch.Tensor:
         if not self.bos:

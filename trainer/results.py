@@ -1,0 +1,79 @@
+"""One row per finished cell of a grid: `ResultRow`, and the one reader/writer of results.jsonl.
+
+    rows = read_rows(grid_dir / "results.jsonl")     # {cell_id: ResultRow}, the last line of a cell wins
+    append_row(grid_dir / "results.jsonl", row)      # one line, flushed: the runner's resume point
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.errors import OLHError
+
+
+@dataclass
+class ResultRow:
+    cell_id: str
+    """Hash of the cell's non-default settings (trainer/config.py: hashed_fields); `pretrain-` prefix for
+    a grid's pretraining runs."""
+    grid: str
+    """The grid's name."""
+    overrides: dict
+    """The settings this cell sets on top of the grid's base (without the seed)."""
+    seed: int
+    config: dict
+    """The run's resolved config as saved with its checkpoint (RunConfig.to_dict())."""
+    train: dict
+    """The trainer's summary.json (steps, final_loss, tokens_per_s, wall_s, ...)."""
+    final_lm_loss: float | None = None
+    """Mean LM loss over the last logged steps (None for synthetic tasks)."""
+    eval: dict = field(default_factory=dict)
+    """Flat {'task/metric': value} of lm-eval, or {'mse@l': ...} of a synthetic task; None = not a number."""
+    wall_s: float = 0.0
+    run_dir: str = ""
+
+    @property
+    def is_pretrain(self) -> bool:
+        """A grid's pretraining run (the starting point of its cells), not a cell of the grid."""
+        return self.cell_id.startswith("pretrain-")
+
+    def value(self, key: str) -> float | None:
+        """A metric of this row ('final_lm_loss' or an eval key); None when missing or NaN."""
+        v = self.final_lm_loss if key == "final_lm_loss" else self.eval.get(key)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    def setting(self, name: str, section: str, default=None):
+        """A resolved config field of this run."""
+        return self.config.get(section, {}).get(name, default)
+
+
+def read_rows(path: str | Path) -> dict[str, ResultRow]:
+    """{cell_id: row} in first-seen order, the last line of a cell winning. A last line cut short by a
+    crash is dropped (its cell reruns); any other malformed line is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    lines = text.splitlines()
+    rows = {}
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = ResultRow(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as e:
+            if i == len(lines) and not text.endswith("\n"):  # an append cut short: drop it
+                path.write_text("".join(ln + "\n" for ln in lines[:-1]))
+                break
+            raise OLHError(f"{path}:{i} is not a result row ({str(e).splitlines()[0]}); fix or delete that line") from None
+        rows[row.cell_id] = row
+    return rows
+
+
+def append_row(path: str | Path, row: ResultRow) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(dataclasses.asdict(row)) + "\n")
+        f.flush()
