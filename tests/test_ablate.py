@@ -155,6 +155,22 @@ def test_cell_ids_are_stable_and_ignore_new_fields_at_their_default(tmp_path, mo
     assert cell_id(cfg) == DEMO_IDS[0]
 
 
+@pytest.mark.parametrize("grid,n_done", [("demo", 4), ("context_extension", 3 + 3)])
+def test_rows_written_before_field_roles_keep_their_cells_done(tmp_path, grid, n_done):
+    """tests/assets/legacy_results: rows as the runner wrote them when a cell id hashed every config
+    field (the ids of docs/demo/REPORT.md and docs/context_extension/REPORT.md; for the pretraining
+    grid the 3 pretraining runs and 3 cells). Rerunning those grids must not retrain them."""
+    g = Grid(load_spec(REPO / "grids" / f"{grid}.yaml"), tmp_path)
+    g.dir.mkdir(parents=True)
+    legacy = (REPO / "tests" / "assets" / "legacy_results" / f"{grid}.jsonl").read_text()
+    assert "f5efc773c4ff" in legacy or "pretrain-" in legacy
+    (g.dir / "results.jsonl").write_text(legacy)
+    done = g.done()
+    cells = [cid for *_, cid in g.pretrain_cells() + g.cells()]
+    assert sum(cid in done for cid in cells) == n_done
+    assert not set(cells) & {json.loads(x)["cell_id"] for x in legacy.splitlines()}  # the ids did change
+
+
 BAD_SPECS = {
     "unknown top-level key": (TINY_GRID + "bogus: 1\n", "unknown key 'bogus'; valid: name, description, base"),
     "unknown config field in base": (TINY_GRID.replace("max_steps: 4", "max_stepz: 4"),

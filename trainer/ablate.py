@@ -43,7 +43,16 @@ class Grid:
         self._pool, self._jobs = None, 1  # worker processes for synthetic cells, started on first use
 
     def done(self) -> dict[str, ResultRow]:
-        return read_rows(self.results)
+        """Finished rows by cell id. A row written when ids hashed every field (before the field roles
+        in trainer/config.py) is also keyed by today's id of its saved config, so it stays done."""
+        rows = read_rows(self.results)
+        pre = {Path(r.run_dir).name: "pretrain-" + cell_id(RunConfig.from_dict(r.config))
+               for r in rows.values() if r.is_pretrain}
+        for r in list(rows.values()):
+            cfg = RunConfig.from_dict(r.config)
+            cfg.train.init_from = pre.get(Path(cfg.train.init_from).name, cfg.train.init_from)
+            rows.setdefault(("pretrain-" if r.is_pretrain else "") + cell_id(cfg), r)
+        return rows
 
     def pretrain_cells(self) -> list[tuple[dict, RunConfig, str]]:
         """One pretraining run per seed (empty without a 'pretrain' section)."""
