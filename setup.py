@@ -29,6 +29,7 @@ setup(
         "tqdm",
         "matplotlib",
         "pyyaml",
+        "pydantic>=2",           # grid spec schema (trainer/spec.py); DeepSpeed depends on it too
         "rouge==1.0.1",          # THUDM LongBench's ROUGE-L implementation
         "fuzzywuzzy==0.18.0",    # THUDM LongBench's code edit similarity (pure-Python SequenceMatcher backend)
         "transformers",

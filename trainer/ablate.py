@@ -1,4 +1,5 @@
-"""Ablation runner: train every cell of a grid, score each checkpoint with lm-eval, collect one table.
+"""Ablation runner: train every cell of a grid, score each checkpoint (lm-eval; every test length for a
+synthetic task), collect one table (results.jsonl, trainer/results.py) and the report.
 
     python -m trainer.ablate grids/alpha.yaml                 # train + evaluate every cell, then report
     python -m trainer.ablate grids/alpha.yaml --jobs 2        # two cells at a time
@@ -7,9 +8,10 @@
 
 The spec format is in trainer/spec.py (and `--help`).
 
-Each cell is keyed by a hash of its full resolved config: a finished cell (its line in results.jsonl)
-is skipped, a cell with a checkpoint but no result is evaluated, and an interrupted training resumes
-from its last checkpoint, so rerunning the same command after a crash continues the grid.
+Each cell is keyed by a hash of its settings that differ from the defaults (trainer/spec.py: cell_id):
+a finished cell (its line in results.jsonl) is skipped, a cell with a checkpoint but no result is
+evaluated, and an interrupted training resumes from its last checkpoint, so rerunning the same command
+after a crash continues the grid.
 """
 from __future__ import annotations
 

@@ -32,6 +32,15 @@ from trainer.errors import CheckpointError, OLHError
 REQUIRED = ("config.json", "model.safetensors")
 
 
+def _tokenizer_file(ck: Path) -> tuple[str, ...]:
+    """The tokenizer a checkpoint needs: its own, or arch=hf's directory; none for a synthetic task."""
+    try:
+        task = json.loads((ck / "config.json").read_text()).get("data", {}).get("task", "lm")
+    except (OSError, ValueError, AttributeError):
+        task = "lm"
+    return ("tokenizer.model|hf",) if task == "lm" else ()  # a|b: either one
+
+
 def checkpoint_dir(path: str | Path) -> Path:
     """Accept a run directory or its checkpoint/ directory; fail clearly if neither holds one."""
     p = Path(path)
@@ -40,7 +49,8 @@ def checkpoint_dir(path: str | Path) -> Path:
     ck = p / "checkpoint" if (p / "checkpoint").is_dir() else p if (p / "model.safetensors").exists() else None
     if ck is None:
         raise CheckpointError(f"no checkpoint in {p}: expected {p}/checkpoint/ or {p}/model.safetensors")
-    missing = [f.replace("|", " or ") for f in REQUIRED if not any((ck / x).exists() for x in f.split("|"))]
+    missing = [f.replace("|", " or ") for f in REQUIRED + _tokenizer_file(ck)
+               if not any((ck / x).exists() for x in f.split("|"))]
     if missing:
         raise CheckpointError(f"checkpoint {ck} is incomplete: missing {', '.join(missing)}")
     return ck

@@ -43,7 +43,7 @@ class ScalarModel(nn.Module):
         if self.kind == "seq2seq":
             h = self.backbone.encode(tok)                        # (B, T, D), after ln_enc
         else:
-            _, hiddens = self.backbone(tok, return_hidden=True)
+            _, hiddens = self.backbone(tok, return_hidden=True, head=False)  # no vocab projection
             h = hiddens[-1]                                      # (B, T, D), layer-normed
         if self.pool == "last":
             return h[:, -1]
