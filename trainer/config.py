@@ -305,12 +305,12 @@ PRESETS: dict[str, dict] = {
                  tgt_len=16, batch_size=16, max_steps=600, lr=2e-3, warmup_steps=50),
     "small": dict(vocab_size=8000, d_model=512, n_layer=8, n_head=8, max_positions=4096, seq_len=512,
                   tgt_len=64, batch_size=32, max_steps=5000, lr=6e-4, warmup_steps=200),
+    "gpt2": dict(vocab_size=16000, d_model=768, n_layer=12, n_head=12, max_positions=4096, seq_len=1024,
+                 tgt_len=64, batch_size=32, max_steps=20000, lr=6e-4, warmup_steps=500),
     # the synthetic tasks (paper, Section 3): bits of length 1-10, tested on 1-50; tiny models
     "synthetic": dict(task="length", head="scalar", vocab_size=3, d_model=32, n_layer=2, n_head=2, pe="nope",
                       seq_len=10, max_positions=51, batch_size=64, max_steps=600, lr=2e-3, warmup_steps=50,
                       weight_decay=0.0, alpha=0.0, divergence="l2", log_every=100),
-    "gpt2": dict(vocab_size=16000, d_model=768, n_layer=12, n_head=12, max_positions=4096, seq_len=1024,
-                 tgt_len=64, batch_size=32, max_steps=20000, lr=6e-4, warmup_steps=500),
 }
 
 
