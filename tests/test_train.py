@@ -110,7 +110,7 @@ def test_seq_len_beyond_learned_positions(tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["--arch", "mamba"], "unknown model architecture 'mamba'; valid: decoder, encdec, hf, rnn"),
     (["--pe", "xpos"], "unknown positional encoding 'xpos'; valid: nope, learned, sinusoidal, rope, alibi"),
-    (["--preset", "huge"], "unknown preset 'huge'; valid: tiny, demo, small, gpt2"),
+    (["--preset", "huge"], "unknown preset 'huge'; valid: tiny, demo, small, gpt2, synthetic"),
     (["--arch", "rnn", "--cell", "elman"], "unknown rnn cell 'elman'; valid: lstm, gru"),
     (["--divergence", "wasserstein"], "unknown divergence 'wasserstein'; valid: sce, kl, sym_kl, js, l2"),
     (["--scope", "middle"], "unknown scope 'middle'; valid: all, last, first, first_frac:ARG"),
