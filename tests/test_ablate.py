@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.ablate import Grid, cell_id, flatten_results, load_spec, main
+from trainer.ablate import Grid, cell_id, flatten_results, load_spec, main, scored_with
 from trainer.report import headline_table, write_report
 
 REPO = Path(__file__).parent.parent
@@ -219,8 +219,12 @@ def test_flatten_results_real_shapes():
         "olh_mini_lc": {"alias": "olh mini", "score,none": 0.0, "score_stderr,none": "N/A",
                         "score_8x,none": float("nan"), "sample_count": {"score,none": 6}},
     }}
+    res["configs"] = {"olh_lsm": {"metadata": {"divergence": "kl", "kl_direction": "short_long"}},
+                      "olh_mini_lc": {"metadata": {"l_train": 64}}}
     flat = flatten_results(res)
     assert flat["olh_lsm/lsm"] == 12.5 and flat["olh_mini_lc/score"] == 0.0
+    assert all(isinstance(v, float) or v is None for v in flat.values())
+    assert scored_with(res) == {"olh_lsm": "kl short_long"}
     assert flat["olh_mini_lc/score_8x"] is None  # empty bucket: null in results.jsonl, not NaN
     assert not any("stderr" in k or "alias" in k or "sample_count" in k for k in flat)
 
@@ -282,7 +286,12 @@ def test_write_report_single_seed_and_empty(tmp_path):
     assert "No finished cells yet." in write_report(tmp_path).read_text()
     rows = [_row("a", 0.0, 0, 10.0, 1.0, 3.0, [5, 6, 7, 8]), _row("b", 0.1, 0, 9.0, 1.0, 3.0, [5, 6, 7, 8])]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "| LSM (SCE) |" in write_report(tmp_path).read_text()  # nothing recorded: the task's default
+    for r in rows:  # the LSM column is labelled with the divergence the task scored with
+        r["scored_with"] = {"olh_lsm": "js"}
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     md = write_report(tmp_path).read_text()
+    assert "| LSM (JS) |" in md and "LSM (SCE)" not in md
     assert "| 0.1 | 1 |" in md and "| 9 (Δ -1) |" in md  # one seed: no ± 0
     assert "n/a (fewer than 3 runs or no spread)" in md
 
@@ -305,7 +314,7 @@ def test_interrupted_training_is_resumed_not_evaluated(tmp_path, monkeypatch):
             (out / "summary.json").write_text(json.dumps({"steps": 4, "wall_s": 1.0, "tokens_per_s": 1.0}))
 
     monkeypatch.setattr(Grid, "_call", staticmethod(fake_call))
-    monkeypatch.setattr(Grid, "evaluate", lambda self, *a, **k: {"olh_lsm/lsm": 1.0})
+    monkeypatch.setattr(Grid, "evaluate", lambda self, *a, **k: ({"olh_lsm/lsm": 1.0}, {}))
     finish = False
     with pytest.raises(Exception, match=r"training stopped at step 2 of 4 .*log: .*cell\.log"):
         grid.run(progress=False)

@@ -172,12 +172,14 @@ class Grid:
         summary = json.loads(summary_path.read_text())
         self._status[cid] = ("eval", out, 0)
         if cfg.data.task == "lm":
-            evals, lm_loss = self.evaluate(out, log, threads, cfg.train.device), mean_tail(out / "metrics.jsonl", "lm_loss")
+            evals, divs = self.evaluate(out, log, threads, cfg.train.device)
         else:  # synthetic tasks: every test length, in process (a tiny model, seconds)
-            evals, lm_loss = evaluate_synthetic(out), None
+            evals, divs = evaluate_synthetic(out), {}
+        lm_loss = mean_tail(out / "metrics.jsonl", "lm_loss")
         row = ResultRow(cell_id=cid, grid=self.spec.name, overrides=cell["overrides"], seed=cell["seed"],
                         config=RunConfig.load(out / "checkpoint" / "config.json").to_dict(), train=summary,
-                        final_lm_loss=lm_loss, eval=evals, wall_s=time.time() - t0, run_dir=str(out))
+                        final_lm_loss=lm_loss, eval=evals, scored_with=divs, wall_s=time.time() - t0,
+                        run_dir=str(out))
         with self._lock:
             append_row(self.results, row)
         return row
@@ -204,12 +206,12 @@ class Grid:
                     "--module", "trainer.train", "--deepspeed", la.config, *args]
         return [sys.executable, "-m", "trainer.train", *args]
 
-    def evaluate(self, run_dir: Path, log: Path, threads: int, device: str = "cpu") -> dict:
+    def evaluate(self, run_dir: Path, log: Path, threads: int, device: str = "cpu") -> tuple[dict, dict]:
         """Score the checkpoint through the real lm-eval CLI (our `olharness` wrapper) and flatten the
         results to {'task/metric': value}."""
         ev = self.spec.eval
         if not ev.tasks:
-            return {}
+            return {}, {}
         out = run_dir / "eval"
         from trainer.models import lm_eval_model
         model, model_args = lm_eval_model(run_dir)  # ol for our families; hf-lsm on checkpoint/hf for arch=hf
@@ -227,7 +229,8 @@ class Grid:
         files = sorted(set(out.rglob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
         if not files:
             raise OLHError(f"lm-eval wrote no results under {out}; log: {log}")
-        return flatten_results(json.loads(files[-1].read_text()))
+        res = json.loads(files[-1].read_text())
+        return flatten_results(res), scored_with(res)
 
     @staticmethod
     def _call(cmd: list[str], log: Path, what: str, env: dict | None = None) -> None:
@@ -280,6 +283,17 @@ def flatten_results(res: dict) -> dict:
             v = float(v)  # NaN/inf (e.g. an empty length bucket) -> None: results.jsonl stays strict JSON
             flat[f"{task}/{key.split(',')[0]}"] = v if math.isfinite(v) else None
     return flat
+
+
+def scored_with(res: dict) -> dict:
+    """{task: divergence} of the lm-eval tasks that record the divergence they scored (the LSM tasks)."""
+    out = {}
+    for task, conf in res.get("configs", {}).items():
+        meta = conf.get("metadata") or {}
+        if task in res.get("results", {}) and meta.get("divergence"):
+            kl = meta["divergence"] == "kl" and meta.get("kl_direction")
+            out[task] = str(meta["divergence"]) + (f" {kl}" if kl else "")
+    return out
 
 
 def mean_tail(metrics_path: Path, key: str, n: int = 20) -> float | None:

@@ -59,8 +59,9 @@ def metric_columns(rows: list[ResultRow]) -> list[tuple[str, str]]:
     cols = [("final LM loss", "final_lm_loss")] if any(r.final_lm_loss is not None for r in rows) else []
     for label, rx in HEADLINE:
         hit = next((k for k in keys if re.search(rx, k)), None)
-        if hit:
-            cols.append((label, hit))
+        if hit:  # LSM columns name the divergence their task scored with (SCE unless recorded otherwise)
+            divs = {r.scored_with.get(hit.split("/")[0], "sce") for r in rows}
+            cols.append((label.replace("(SCE)", f"({', '.join(sorted(divs)).upper()})"), hit))
     for k in sorted((k for k in keys if PPL_KEY.match(k)), key=lambda k: int(PPL_KEY.match(k).group(1))):
         cols.append((f"PPL {PPL_KEY.match(k).group(1)}×L", k))
     if "mse_train" in keys:

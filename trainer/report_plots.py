@@ -55,7 +55,7 @@ def _curve(ax, rows, xs_keys, label, **style) -> None:
 
 def correlation(grid_dir: Path, rows, cols) -> list[str]:
     """LSM and final training loss vs the long-context score, across every run: markdown, and a plot."""
-    lsm_key = next((k for c, k in cols if c == "LSM (SCE)"), None)
+    lsm_key = next((k for _, k in cols if k == "olh_lsm/lsm"), None)
     present = [(c, k) for want in SCORE_PREFERENCE for c, k in cols if c == want]
     spread = [(c, k) for c, k in present if len({r.value(k) for r in rows} - {None}) > 1]
     score_key = (spread or present or [(None, None)])[0][1]
@@ -72,7 +72,8 @@ def correlation(grid_dir: Path, rows, cols) -> list[str]:
     if r_lsm is not None or r_loss is not None:
         fig, ax = _plt().subplots(1, 2, figsize=(9, 3.6))
         ax[0].scatter(lsm_v, score_v)
-        ax[0].set(xlabel="LSM (SCE)", ylabel=score_key, title=f"LSM vs score (r = {fmt(r_lsm)})")
+        ax[0].set(xlabel=next(c for c, k in cols if k == lsm_key), ylabel=score_key,
+                  title=f"LSM vs score (r = {fmt(r_lsm)})")
         ax[1].scatter(loss_v, score_v, color="tab:orange")
         ax[1].set(xlabel="final training LM loss", ylabel=score_key, title=f"loss vs score (r = {fmt(r_loss)})")
         _save(fig, grid_dir / "lsm_vs_score.png")
@@ -133,7 +134,7 @@ def mse_vs_length(grid_dir: Path, groups: Groups) -> list[tuple[str, str]]:
 
 
 def lsm_vs_alpha(grid_dir: Path, name: str, rows, cols) -> list[tuple[str, str]]:
-    lsm_key = next((k for c, k in cols if c == "LSM (SCE)"), None)
+    lsm_key = next((k for _, k in cols if k == "olh_lsm/lsm"), None)
     if not lsm_key or len({r.setting("alpha", "align") for r in rows}) < 2:
         return []
     fig, ax = _plt().subplots(figsize=(5, 3.5))
@@ -142,6 +143,6 @@ def lsm_vs_alpha(grid_dir: Path, name: str, rows, cols) -> list[tuple[str, str]]
     ax.scatter(a, y, alpha=0.7)
     uniq = sorted(set(a))
     ax.plot(uniq, [np.mean([yy for aa, yy in zip(a, y) if aa == u]) for u in uniq], color="tab:red")
-    ax.set(xlabel="α", ylabel="LSM (SCE)", title=f"{name}: LSM vs α")
+    ax.set(xlabel="α", ylabel=next(c for c, k in cols if k == lsm_key), title=f"{name}: LSM vs α")
     _save(fig, grid_dir / "lsm_vs_alpha.png")
     return [("LSM vs α", "lsm_vs_alpha.png")]

@@ -32,6 +32,8 @@ class ResultRow:
     """Mean LM loss over the last logged steps (None for synthetic tasks)."""
     eval: dict = field(default_factory=dict)
     """Flat {'task/metric': value} of lm-eval, or {'mse@l': ...} of a synthetic task; None = not a number."""
+    scored_with: dict = field(default_factory=dict)
+    """{lm-eval task: the divergence its LSM was scored with}, for the tasks that record one."""
     wall_s: float = 0.0
     run_dir: str = ""
 
