@@ -264,7 +264,7 @@ def test_write_report_statistics(tmp_path):
     assert table[0] == ("| alpha | pair_windows | n | final LM loss | LSM (SCE) | LSM (sym KL) | mini-LC score | "
                         "PPL 1×L | PPL 2×L | PPL 4×L | PPL 8×L |")
     by_first = {ln.split("|")[1].strip() + "/" + ln.split("|")[2].strip(): ln for ln in table[2:]}
-    assert len(table) == 5 and list(by_first) == ["0 (baseline)/—", "0/True", "0.1/—"]
+    assert len(table) == 5 and list(by_first) == ["0 (baseline)/False", "0/True", "0.1/False"]
     base, pair, treat = (by_first[k].split(" | ") for k in by_first)
     assert base[4] == "12 ± 2" and treat[4] == "10 ± 1 (Δ -2 ± 1)"  # LSM: mean ± std, paired Δ
     d = np.array(lsmp) - np.array(lsm0)

@@ -36,7 +36,9 @@ HEADLINE = [
 
 
 def group_key(row: ResultRow, fields: list[str]) -> tuple:
-    return tuple((f, _fmt(row.overrides.get(f))) for f in fields)
+    """The row's value of each varying field: its override, else the value its run resolved to."""
+    return tuple((f, _fmt(row.overrides[f] if f in row.overrides or f not in FIELD_INDEX
+                          else row.setting(f, FIELD_INDEX[f][0]))) for f in fields)
 
 
 def _fmt(v) -> str:
@@ -45,7 +47,8 @@ def _fmt(v) -> str:
 
 def varying_fields(rows: list[ResultRow]) -> list[str]:
     keys = sorted({k for r in rows for k in r.overrides if k not in FIELD_INDEX or is_factor(k)})
-    return [k for k in keys if len({json.dumps(r.overrides.get(k)) for r in rows}) > 1] or keys
+    varying = [k for k in keys if len({json.dumps(r.overrides.get(k)) for r in rows}) > 1] or keys
+    return sorted(varying, key=is_treatment)  # the settings first, then the treatments compared within them
 
 
 def report_lengths(row: ResultRow) -> list[int]:

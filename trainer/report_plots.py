@@ -41,16 +41,18 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def _curve(ax, rows, xs_keys, label, **style) -> None:
-    """Mean ± std over seeds of one group at each x."""
-    xs, ms, ss = [], [], []
-    for x, k in xs_keys:
-        vals = [v for v in (r.value(k) for r in rows) if v is not None]
-        if vals:
-            m, s = mean_std(vals)
-            xs.append(x), ms.append(m), ss.append(s)
-    if xs:
-        ax.errorbar(xs, ms, yerr=ss, marker="o", ms=3, capsize=3, label=label, **style)
+def _curve(ax, rows, xs_keys, label, band: bool = False, **style) -> None:
+    """One group at each x: mean ± std over seeds, or (band) the mean and the min-max range of the seeds."""
+    pts = [(x, [v for v in (r.value(k) for r in rows) if v is not None]) for x, k in xs_keys]
+    pts = [(x, vals) for x, vals in pts if vals]
+    if not pts:
+        return
+    xs, ms = [x for x, _ in pts], [mean_std(v)[0] for _, v in pts]
+    if band:
+        line, = ax.plot(xs, ms, marker=".", ms=3, lw=1.4, label=label, **style)
+        ax.fill_between(xs, [min(v) for _, v in pts], [max(v) for _, v in pts], color=line.get_color(), alpha=0.15, lw=0)
+    else:
+        ax.errorbar(xs, ms, yerr=[mean_std(v)[1] for _, v in pts], marker="o", ms=3, capsize=3, label=label, **style)
 
 
 def correlation(grid_dir: Path, rows, cols) -> list[str]:
@@ -118,16 +120,18 @@ def mse_vs_length(grid_dir: Path, groups: Groups) -> list[tuple[str, str]]:
             ax.set_visible(False)
         r0 = next(iter(sel.values()))[0]
         lens = [(n, f"mse@{n}") for n in range(1, r0.setting("test_len", "data") + 1)]
+        shown = [i for i in range(len(next(iter(sel)))) if len({k[i] for k in sel}) > 1]  # what tells lines apart
         for ax, panel in zip(axes.flat, panels):
             for k, g in sel.items():
                 if panel is None or rest(k) == panel:
-                    _curve(ax, g, lens, " ".join(f"{f}={v}" for f, v in k if panel is None or (f, v) not in panel))
+                    label = " ".join(f"{k[i][0]}={k[i][1]}" for i in shown if panel is None or k[i] not in panel)
+                    _curve(ax, g, lens, label or task, band=True)
             ax.axvspan(r0.setting("min_len", "data"), r0.setting("seq_len", "data"), color="tab:red", alpha=0.12, lw=0)
             ax.set(yscale="log", xlabel="test length l", title=f"{task} prediction" +
                    (": " + ", ".join(f"{f}={v}" for f, v in panel) if panel else ""))
-            ax.legend(fontsize=7, ncol=2)
+            ax.legend(fontsize=7)
         for row in axes:
-            row[0].set_ylabel("MSE (target space), mean ± std over seeds")
+            row[0].set_ylabel("MSE (target space): mean, band min-max over seeds")
         _save(fig, grid_dir / f"{task}.png")
         out.append((f"{task} prediction: error vs test length (training lengths shaded)", f"{task}.png"))
     return out
