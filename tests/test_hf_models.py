@@ -45,6 +45,12 @@ def test_alpha0_loss_is_the_models_own_loss_in_one_forward(hf_dirs, tmp_path, ar
     x = seq[:, :cfg.data.seq_len]
     ref = model.hf(input_ids=x, labels=x).loss
     assert loss.item() == pytest.approx(ref.item(), abs=1e-6)
+    # hidden states for target=hidden: one per layer, the last one the top layer's output
+    out = model.hf(input_ids=x, output_hidden_states=True)
+    logits, hidden = model(x, return_hidden=True)
+    assert len(hidden) == model.hf.config.num_hidden_layers
+    assert torch.equal(logits, out.logits)
+    assert torch.allclose(hidden[0], torch.nn.functional.layer_norm(out.hidden_states[1], hidden[0].shape[-1:]))
 
 
 def _window_grads(cfg, source, out, **align):

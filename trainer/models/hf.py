@@ -142,6 +142,8 @@ class HFCausalLM(nn.Module):
             ds_ref = HfDeepSpeedConfig(ds_config)  # must be alive during from_pretrained
         hf = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype,
                                                   trust_remote_code=mcfg.trust_remote_code)
+        if ds_ref is not None and not all(hasattr(p, "ds_id") for p in hf.parameters()):
+            raise OLHError(f"ZeRO-3: {source} was not loaded partitioned (every rank would hold the whole model)")
         model = cls(hf)
         model.source = str(source)
         model._ds_ref = ds_ref  # keep it alive: transformers holds only a weakref
