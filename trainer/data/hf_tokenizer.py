@@ -33,9 +33,6 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False, verbose=False)["input_ids"]
 
-    def decode(self, ids) -> str:
-        return self.tok.decode([int(i) for i in ids])
-
     @property
     def vocab_size(self) -> int:
         return len(self.tok)
@@ -62,6 +59,3 @@ class HFTokenizer:
 
     def save(self, directory: str | Path) -> None:
         self.tok.save_pretrained(str(directory))
-
-    def __len__(self) -> int:
-        return self.vocab_size
