@@ -15,13 +15,22 @@ from trainer.models import ROPE_SCALING
 TEXT = "Anne Elliot had been forced into prudence in her youth, she learned romance as she grew older."
 
 
-def scaled_copy(src, dst, method, scale=4.0):
+def scaled_copy(src, dst, method, scale=4.0, **model):
     shutil.copytree(src, dst)
     p = dst / "checkpoint/config.json"
     cfg = json.loads(p.read_text())
-    cfg["model"].update(rope_scaling=method, rope_scale=scale)
+    cfg["model"].update(rope_scaling=method, rope_scale=scale, **model)
     p.write_text(json.dumps(cfg))
     return dst
+
+
+def expected_rope(method: str, base: float, hd: int, s: float) -> tuple[torch.Tensor, float]:
+    """(inv_freq, position divisor) of each method, written out from the papers' formulas in float64:
+    PI divides positions by s; NTK-aware raises the base to base * s^(hd/(hd-2)); ABF (as configured
+    here) to base * s^2."""
+    b = {"none": base, "pi": base, "ntk": base * s ** (hd / (hd - 2)), "abf": base * s ** 2}[method]
+    i = torch.arange(0, hd, 2, dtype=torch.float64)
+    return (1.0 / b ** (i / hd)).float(), (s if method == "pi" else 1.0)
 
 
 @pytest.mark.parametrize("method", ROPE_SCALING.names())
@@ -30,8 +39,11 @@ def test_ol_scores_a_scaled_checkpoint_exactly_as_the_trainer_model(olh_ckpts, t
     model, cfg, tok = load_model(run)  # what the trainer builds from this config
     assert cfg.model.rope_scaling == method
     lm = OLM(pretrained=str(run), device="cpu", batch_size=1)
-    assert lm.model.pe.pos_scale == model.pe.pos_scale
-    torch.testing.assert_close(lm.model.pe.inv_freq, model.pe.inv_freq)
+    hd = cfg.model.d_model // cfg.model.n_head
+    inv_freq, pos_scale = expected_rope(method, cfg.model.rope_base, hd, 4.0)
+    for m in (model, lm.model):  # both loaders apply the method's formula, not just the same code
+        assert m.pe.pos_scale == pos_scale
+        torch.testing.assert_close(m.pe.inv_freq, inv_freq, rtol=1e-6, atol=0)
     ids = tok.encode(TEXT)
     with torch.no_grad():  # rolling log-likelihood = every token scored from EOS + all its left context
         logp = F.log_softmax(model(torch.tensor([[tok.eos_id] + ids[:-1]])).float(), -1)[0]
@@ -41,7 +53,7 @@ def test_ol_scores_a_scaled_checkpoint_exactly_as_the_trainer_model(olh_ckpts, t
 
 
 def test_scaling_changes_long_positions_but_pi_keeps_relative_order(olh_ckpts, tmp_path):
-    base, _, tok = load_model(olh_ckpts["decoder"])
+    _, cfg, tok = load_model(olh_ckpts["decoder"])
     x = torch.tensor([tok.encode(TEXT)])
     outs = {}
     for m in ROPE_SCALING.names():
@@ -49,8 +61,12 @@ def test_scaling_changes_long_positions_but_pi_keeps_relative_order(olh_ckpts, t
         model, _, _ = load_model(run)
         with torch.no_grad():
             outs[m] = model(x)
-    with torch.no_grad():
-        torch.testing.assert_close(outs["none"], base(x))
+    hd = cfg.model.d_model // cfg.model.n_head
+    for m, b in (("ntk", cfg.model.rope_base * 4.0 ** (hd / (hd - 2))), ("abf", cfg.model.rope_base * 16.0)):
+        # a base-changing method computes exactly what plain RoPE with that base computes
+        plain, _, _ = load_model(scaled_copy(olh_ckpts["decoder"], tmp_path / f"{m}-plain", "none", 1.0, rope_base=b))
+        with torch.no_grad():
+            torch.testing.assert_close(outs[m], plain(x), rtol=1e-5, atol=1e-5)
     for m in ("pi", "ntk", "abf"):  # every method really changes the computation
         assert (outs[m] - outs["none"]).abs().max() > 1e-4, m
     # position 0 has no rotation under any method: its logits are identical everywhere

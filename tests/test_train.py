@@ -63,7 +63,7 @@ def test_refuses_to_overwrite_a_checkpoint(tiny_run, tmp_path):
 def test_resume_with_a_different_config_is_refused(tiny_run, tmp_path):
     run = tmp_path / "r"
     shutil.copytree(tiny_run("decoder"), run)
-    with pytest.raises(OLHError, match="differs from the checkpoint's in: d_model"):
+    with pytest.raises(OLHError, match=r"--resume cannot change d_model \(32 in the checkpoint, 64 given\)"):
         train_tiny(run, resume=True, d_model=64)
 
 
@@ -168,3 +168,23 @@ def test_init_from_mismatches_are_clear_errors(tiny_run, tmp_path, capsys):
         train_tiny(tmp_path / "y", init_from=str(tmp_path / "missing"))
     with pytest.raises(OLHError, match="rope_scaling=ntk needs a rope model"):
         train_tiny(tmp_path / "z", init_from=str(tiny_run("rnn", "nope")), rope_scaling="ntk", rope_scale=2.0)
+
+
+def test_resume_of_an_init_from_run_in_a_moved_directory_takes_its_own_config(tiny_run, tmp_path, capsys):
+    """`--resume --out DIR` alone (the command a stopped run prints) continues a run started with
+    --init_from and flags that differ from the preset, after its directory was moved; the result is
+    the uninterrupted run's, bit for bit."""
+    src = tiny_run("decoder")
+    flags = dict(init_from=str(src), seq_len=48, rope_scaling="pi", rope_scale=1.5, max_steps=6, alpha=0.2)
+    a = train_tiny(tmp_path / "a", **flags)
+    train_tiny(tmp_path / "b", stop_at=3, **flags)
+    moved = tmp_path / "moved"
+    (tmp_path / "b").rename(moved)
+    assert main(["--resume", "--out", str(moved)]) == 0
+    assert [r["loss"] for r in metrics(moved)] == [r["loss"] for r in metrics(a)]
+    wa, wb = load_file(a / "checkpoint/model.safetensors"), load_file(moved / "checkpoint/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert RunConfig.load(moved / "checkpoint/config.json").train.out == str(moved)
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(moved), "--max_steps", "8", "--log_every", "2"]) == 0  # resume-safe
+    assert [r["step"] for r in metrics(moved)] == list(range(1, 9))

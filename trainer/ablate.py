@@ -30,6 +30,7 @@ from pathlib import Path
 
 from trainer.config import RunConfig
 from trainer.errors import OLHError
+from trainer.lifecycle import RunLock
 from trainer.results import ResultRow, append_row, read_rows
 from trainer.spec import GridSpec, cell_id, combos, load_spec, resolve
 
@@ -91,8 +92,16 @@ class Grid:
         return out
 
     def run(self, jobs: int = 1, progress=True) -> list[ResultRow]:
-        from tqdm import tqdm
         self.dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.dir, "a grid runner").acquire()
+        try:
+            with _STOP.handling():
+                return self._run(jobs, progress)
+        finally:
+            lock.release()
+
+    def _run(self, jobs: int, progress: bool) -> list[ResultRow]:
+        from tqdm import tqdm
         (self.dir / "grid.json").write_text(self.spec.model_dump_json(indent=1) + "\n")
         done = self.done()
         stages = [self.pretrain_cells(), self.cells()]  # pretraining first: the cells start from it
@@ -111,6 +120,8 @@ class Grid:
                 for f in as_completed(futs):
                     try:
                         f.result()
+                    except GridInterrupted:
+                        pass
                     except OLHError as e:
                         errors.append(f"cell {futs[f]}: {e}")
                     except Exception as e:  # noqa: BLE001 - a bug in one cell must not hide the others' results
@@ -120,13 +131,16 @@ class Grid:
                             fh.write("\n" + "".join(traceback.format_exception(e)))
                         errors.append(f"cell {futs[f]}: unexpected {type(e).__name__}: {e} (traceback in {log})")
                     bar.update(1)
-                if errors:
+                if errors or _STOP.signum:
                     break
         stop_watch.set()
         bar.close()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        if _STOP.signum:
+            raise GridInterrupted(_STOP.signum, f"interrupted: {len(self.done())} of {n_all} runs finished; "
+                                                f"rerun the same command to continue")
         if errors:
             raise OLHError("; ".join(errors))
         return list(self.done().values())
@@ -152,8 +166,12 @@ class Grid:
 
     def _run_cell(self, cell: dict, cfg: RunConfig, cid: str, jobs: int) -> dict:
         t0 = time.time()
+        _STOP.check()  # interrupted: queued cells do not start
         out = Path(cfg.train.out)
         out.mkdir(parents=True, exist_ok=True)
+        # a trainer of this cell left by a killed runner saves and exits on its own (SIGTERM from
+        # _call's parent-death signal); wait for it to let go of the run directory
+        RunLock(out, "a trainer").acquire(wait_s=120).release()
         log = out / "cell.log"
         threads = self.threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
         summary_path = out / "summary.json"
@@ -166,6 +184,7 @@ class Grid:
                 self._train_in_pool(cfg, out, threads, log, bool(resume))
             else:
                 self._call(self._train_cmd(cfg_path, out, threads) + resume, log, "training")
+            _STOP.check()
             if (n := _steps_done(summary_path)) < cfg.train.max_steps:
                 raise OLHError(f"training stopped at step {n} of {cfg.train.max_steps} (interrupted?); "
                                f"rerun to resume it; log: {log}")
@@ -176,6 +195,7 @@ class Grid:
         else:  # synthetic tasks: every test length, in process (a tiny model, seconds)
             evals, divs = evaluate_synthetic(out), {}
         lm_loss = mean_tail(out / "metrics.jsonl", "lm_loss")
+        _STOP.check()
         row = ResultRow(cell_id=cid, grid=self.spec.name, overrides=cell["overrides"], seed=cell["seed"],
                         config=RunConfig.load(out / "checkpoint" / "config.json").to_dict(), train=summary,
                         final_lm_loss=lm_loss, eval=evals, scored_with=divs, wall_s=time.time() - t0,
@@ -238,8 +258,9 @@ class Grid:
             fh.write(f"\n$ {' '.join(cmd)}\n")
             fh.flush()
             start = fh.tell()
-            p = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})})
+            p = _STOP.popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})})
+        _STOP.check()
         if p.returncode != 0:
             with open(log, "rb") as fh:
                 fh.seek(start)
@@ -271,6 +292,81 @@ def evaluate_synthetic(run_dir: Path) -> dict:
     from trainer.synthetic.objective import evaluate
     model, cfg, _ = load_model(run_dir)
     return evaluate(model, cfg)
+
+
+class GridInterrupted(OLHError):
+    """The runner got SIGINT/SIGTERM: running cells saved a checkpoint, queued ones never started."""
+
+    def __init__(self, signum: int, msg: str = "interrupted"):
+        super().__init__(msg)
+        self.signum = signum
+
+
+class _Stopper:
+    """Ctrl-C / SIGTERM for the grid runner. Children run in their own sessions, so a Ctrl-C at the
+    terminal reaches only the runner, which passes the signal once to every running child (a trainer
+    then saves a checkpoint and exits); cells not yet started are skipped. Children also get SIGTERM
+    if the runner dies (kill -9 included), so no trainer goes on alone."""
+
+    # run by the child between fork and exec: parent-death signal, then exec the real command
+    _WRAP = ("import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+             "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execvp(sys.argv[2], sys.argv[2:])")
+
+    def __init__(self):
+        self.signum = 0
+        self._procs: set = set()
+        self._mu = threading.Lock()
+
+    def handling(self):
+        import contextlib
+        import signal
+
+        @contextlib.contextmanager
+        def ctx():
+            self.signum = 0
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+        return ctx()
+
+    def _handle(self, signum, frame):
+        if not self.signum:
+            self.signum = signum
+            print(f"\ninterrupt: stopping the running cells (they save a checkpoint); no new cell starts",
+                  file=sys.stderr)
+        with self._mu:
+            procs = list(self._procs)
+        for p in procs:  # once per signal received; a trainer ignores repeats while it saves
+            try:
+                os.killpg(p.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def check(self) -> None:
+        if self.signum:
+            raise GridInterrupted(self.signum)
+
+    def popen(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
+        self.check()
+        wrapped = [sys.executable, "-c", self._WRAP, str(os.getpid()), *cmd]
+        p = subprocess.Popen(wrapped, start_new_session=True, **kw)
+        with self._mu:
+            self._procs.add(p)
+        try:
+            p.wait()
+        finally:
+            with self._mu:
+                self._procs.discard(p)
+        return subprocess.CompletedProcess(cmd, p.returncode)
+
+
+_STOP = _Stopper()
 
 
 def flatten_results(res: dict) -> dict:
@@ -340,6 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_report", action="store_true", help="skip the report")
     args = p.parse_args(argv)
     try:
+        return _main(args)
+    except KeyboardInterrupt:  # Ctrl-C before the grid's own handlers are installed (loading specs)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    try:
         from trainer.report import write_report
         for path in args.spec:
             spec = load_spec(path)
@@ -355,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_report:
                 md = write_report(grid.dir)
                 print(f"report: {md}")
+    except GridInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return 128 + e.signum
     except OLHError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,14 +12,17 @@ Layout of RUN_DIR/checkpoint/ (also what `load_model` and the lm-eval `ol` model
                          with the RoPE extension, tokenizer) that lm-eval's hf / hf-lsm / hf-mid load;
                          there is no tokenizer.model then (the model's own tokenizer is in hf/)
 
-A save writes RUN_DIR/checkpoint.tmp-<pid>/ and renames it over checkpoint/, so a crash leaves either
-the old or the new checkpoint, never half of one.
+A save writes RUN_DIR/checkpoint.tmp/ (trainer_state.json last, after every other file is synced),
+then renames checkpoint/ -> checkpoint.old/ and checkpoint.tmp/ -> checkpoint/, then deletes
+checkpoint.old/. A kill at any point leaves one of the states `recover_checkpoint` repairs at the next
+start: it keeps the newest complete checkpoint and deletes the rest.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import torch
@@ -60,7 +63,37 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "checkpoint" / "model.safetensors").exists()
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def _complete(d: Path) -> bool:
+    """A save writes trainer_state.json last, so its presence means every other file is on disk."""
+    return (d / "trainer_state.json").is_file()
+
+
+def recover_checkpoint(run_dir: str | Path) -> str | None:
+    """Repair what a kill during `save_checkpoint` left behind; returns a note of what was done.
+
+    checkpoint.old/ exists only once checkpoint.tmp/ is complete, so with checkpoint/ missing a
+    complete checkpoint.tmp/ is the newest checkpoint (killed between the two renames); otherwise
+    checkpoint.old/ is put back. Leftover temp/old directories are then deleted. Call it on one
+    process, holding the run's lock."""
+    run_dir = Path(run_dir)
+    final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
+    note = None
+    if not final.exists():
+        if old.exists() and tmp.exists() and _complete(tmp):
+            os.replace(tmp, final)
+            note = "a save was interrupted between its renames: took the new checkpoint.tmp"
+        elif old.exists():
+            os.replace(old, final)
+            note = "a save was interrupted: put checkpoint.old back"
+    for d in (tmp, old):
+        if d.exists():
+            shutil.rmtree(d)
+    if note:
+        _fsync_path(run_dir)
+    return note
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -90,7 +123,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         model = build_model(cfg.model)
     except OLHError as e:
         raise CheckpointError(f"config.json in {ck} names an unusable model: {e}") from None
-    load_state_into(model, _read_weights(ck / "model.safetensors"), ck / "model.safetensors")
+    load_state_into(model, read_weights(ck / "model.safetensors"), ck / "model.safetensors")
     tok = Tokenizer.load(ck / "tokenizer.model") if cfg.data.task == "lm" else None
     return model.to(device).eval(), cfg, tok
 
@@ -121,23 +154,71 @@ def save_checkpoint(run_dir: Path, *, cfg: RunConfig, state_dict: dict, tokenize
         save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
         if optimizer_state is not None:
             torch.save(optimizer_state, tmp / "optimizer.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1) + "\n")
-        _fsync_dir(tmp)
+        _fsync_tree(tmp)
+        fault_point("save-files", trainer_state["step"])
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1) + "\n")  # the "complete" mark
+        _fsync_tree(tmp)
         old = run_dir / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
+        fault_point("save-complete", trainer_state["step"])
         if final.exists():
             os.replace(final, old)
+        fault_point("save-between-renames", trainer_state["step"])
         os.replace(tmp, final)
+        _fsync_path(run_dir)
+        fault_point("save-before-cleanup", trainer_state["step"])
         shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
 
 
-def _fsync_dir(d: Path) -> None:
-    for f in d.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+def fault_point(name: str, step: int) -> None:
+    """Fault injection for tests/test_faults.py: OLH_FAULT=NAME@STEP makes this process kill -9 itself
+    at that point of the save (or metrics cut) of that step, the worst moments for a crash."""
+    if os.environ.get("OLH_FAULT") == f"{name}@{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_path(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(d: Path) -> None:
+    for f in [d, *d.rglob("*")]:
+        _fsync_path(f)
+
+
+# --------------------------------------------------------------------------------- metrics log
+def truncate_metrics(path: Path, step: int) -> list[dict]:
+    """Keep the log lines of steps 1..step (the checkpoint we resume from; later steps are about to be
+    redone) and return them. A torn last line (killed mid-write) is dropped. The file is rewritten
+    through a temp file and a rename, so a kill here leaves the old or the new log, never a mix."""
+    path = Path(path)
+    rows = []
+    if path.exists():
+        for ln in path.read_text(errors="replace").splitlines():
+            try:
+                r = json.loads(ln)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill; its step is redone
+            if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step:
+                rows.append(r)
+    rows = [r for i, r in enumerate(rows) if r["step"] == i + 1]  # one line per step, in order
+    if len(rows) != step:
+        raise CheckpointError(f"{path} holds {len(rows)} of the {step} steps the checkpoint in {path.parent} "
+                              f"has trained; the log was edited or lost (restore it, or start a new --out)")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+        fh.flush()
+        os.fsync(fh.fileno())
+    fault_point("metrics-cut", step)
+    os.replace(tmp, path)
+    return rows
 
 
 def load_training_state(ck: Path) -> tuple[dict, dict, dict | None]:
@@ -147,11 +228,12 @@ def load_training_state(ck: Path) -> tuple[dict, dict, dict | None]:
         state = json.loads((ck / "trainer_state.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"corrupt or missing {ck / 'trainer_state.json'}: {e}") from None
-    rng = _read_weights(ck / "rng.safetensors")
+    rng = read_weights(ck / "rng.safetensors")
     opt = None
     if (ck / "optimizer.pt").exists():
         try:
             opt = torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            raise CheckpointError(f"corrupt checkpoint file {ck / 'optimizer.pt'}: {e}") from None
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"corrupt checkpoint file {ck / 'optimizer.pt'}: {why}") from None
     return state, rng, opt

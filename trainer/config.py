@@ -195,12 +195,21 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write through a temp file and a rename: a kill mid-write never leaves half a config."""
+        import os
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise OLHError(f"a config must be a JSON object with sections {', '.join(SECTIONS)}, got {type(d).__name__}")
         parts = {}
         for name, klass in SECTIONS.items():
+            if not isinstance(d.get(name, {}), dict):
+                raise OLHError(f"config section '{name}' must be an object, got {d[name]!r}")
             sec = dict(d.get(name, {}))
             known = {f.name for f in fields(klass)}
             unknown = set(sec) - known
@@ -212,9 +221,15 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            cfg = cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise OLHError(f"cannot read config {path}: {e}") from None
+        except OLHError as e:
+            raise OLHError(f"config {path}: {e}") from None
+        try:
+            return validate(cfg)
+        except OLHError as e:
+            raise OLHError(f"config {path}: {e}") from None
 
     def set(self, key: str, value) -> None:
         """Set a field by its (unique) name from any section, converting strings to its type."""
@@ -376,3 +391,61 @@ def config_from_namespace(ns: argparse.Namespace) -> RunConfig:
 
 def config_from_args(argv: list[str] | None = None) -> RunConfig:
     return config_from_namespace(build_parser().parse_args(argv))
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: every value a run starts with is checked here, before anything is written, so a bad flag
+# is one `error:` line instead of a traceback (or, worse, a silently wrong run).
+_DEVICES = ("auto", "cpu", "cuda")
+_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def validate(cfg: RunConfig, registries: dict | None = None) -> RunConfig:
+    """Raise OLHError naming the first bad field. `registries` maps field names to the registries
+    their values must come from (trainer/train.py passes the model and alignment registries)."""
+    import math
+
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            sec, _ = FIELD_INDEX[key]
+            raise OLHError(f"--{key} {getattr(getattr(cfg, sec), key)!r}: {why}")
+
+    def finite(key: str, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False) -> None:
+        v = getattr(getattr(cfg, FIELD_INDEX[key][0]), key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= hi \
+            and (v > lo if lo_open else v >= lo)
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]".replace("inf]", "inf)")
+        need(ok, key, f"must be a finite number in {rng}")
+
+    for key, (sec, f) in FIELD_INDEX.items():  # types first: config.json files can hold anything
+        v, t = getattr(getattr(cfg, sec), key), _field_type(f)
+        ok = isinstance(v, t) and not (t is not bool and isinstance(v, bool)) or t is float and isinstance(v, int) \
+            and not isinstance(v, bool)
+        need(ok, key, f"must be {t.__name__}")
+    m, d, a, t = cfg.model, cfg.data, cfg.align, cfg.train
+    for key, lo in (("vocab_size", 16), ("d_model", 1), ("n_layer", 1), ("n_enc_layer", 0), ("n_head", 1),
+                    ("mlp_ratio", 1), ("max_positions", 1), ("seq_len", 2), ("tgt_len", 1), ("max_steps", 1),
+                    ("batch_size", 1), ("warmup_steps", 0), ("log_every", 1), ("save_every", 0), ("threads", 0),
+                    ("alpha_warmup", 0), ("l_test", 0), ("seed", 0)):
+        finite(key, lo)
+    need(t.seed < 2 ** 32, "seed", "must be below 2**32")
+    need(m.arch == "rnn" or m.d_model % m.n_head == 0, "n_head", f"must divide d_model={m.d_model}")
+    finite("dropout", 0.0, 1.0)
+    need(m.dropout < 1.0, "dropout", "must be below 1")
+    finite("rope_base", 1.0, lo_open=True)
+    finite("rope_scale", 0.0, lo_open=True)
+    for key in ("alpha", "alpha_start", "hidden_weight", "lr", "weight_decay", "grad_clip"):
+        finite(key, 0.0)
+    finite("alpha_len_p")
+    finite("min_lr_ratio", 0.0, 1.0)
+    finite("extra_frac", 0.0, 1.0, lo_open=True)
+    need(t.device in _DEVICES or t.device.startswith("cuda:") and t.device[5:].isdigit(), "device",
+         f"valid: {', '.join(_DEVICES)}, cuda:N")
+    need(t.dtype in _DTYPES, "dtype", f"valid: {', '.join(_DTYPES)}")
+    need(d.tokenizer_type in ("bpe", "unigram"), "tokenizer_type", "valid: bpe, unigram")
+    need(a.kl_direction in ("long_short", "short_long"), "kl_direction", "valid: long_short, short_long")
+    need(bool(t.out.strip()), "out", "must name a directory")
+    for key, reg in (registries or {}).items():
+        sec, _ = FIELD_INDEX[key]
+        reg.parse(getattr(getattr(cfg, sec), key))  # unknown name -> OLHError listing the valid ones
+    return cfg
