@@ -423,7 +423,7 @@ def validate(cfg: RunConfig, registries: dict | None = None) -> RunConfig:
             and not isinstance(v, bool)
         need(ok, key, f"must be {t.__name__}")
     m, d, a, t = cfg.model, cfg.data, cfg.align, cfg.train
-    for key, lo in (("vocab_size", 16), ("d_model", 1), ("n_layer", 1), ("n_enc_layer", 0), ("n_head", 1),
+    for key, lo in (("vocab_size", 1), ("d_model", 1), ("n_layer", 1), ("n_enc_layer", 0), ("n_head", 1),
                     ("mlp_ratio", 1), ("max_positions", 1), ("seq_len", 2), ("tgt_len", 1), ("max_steps", 1),
                     ("batch_size", 1), ("warmup_steps", 0), ("log_every", 1), ("save_every", 0), ("threads", 0),
                     ("alpha_warmup", 0), ("l_test", 0), ("seed", 0)):
