@@ -137,6 +137,8 @@ class AlignConfig:
     """Target evaluation length for the length-ratio factor; 0 means 4 * seq_len."""
     extra_frac: float = 0.5
     """l_extra ~ U[1, extra_frac * seq_len]."""
+    pairing: str = "offset"
+    """How the long/short views are cut from a window: offset, nested, prefix_suffix (trainer/alignment/pairings.py)."""
     detach_long: bool = False
     """Stop gradients through the long (more context) branch of the misalignment term."""
     pair_windows: bool = _f(False, baseline=False)
@@ -148,7 +150,9 @@ class TrainConfig:
     max_steps: int = _f(600, role="resume")
     """Optimizer steps."""
     batch_size: int = 16
-    """Sequences per step per process."""
+    """Sequences per micro-batch per process (an optimizer step sees batch_size * grad_accum)."""
+    grad_accum: int = 1
+    """Micro-batches whose gradients are summed before each optimizer step."""
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
     min_lr_ratio: float = 0.1
@@ -179,6 +183,12 @@ class TrainConfig:
     """float32, bfloat16, or auto (bf16 on GPUs that support it, float32 on CPU)."""
     threads: int = _f(0, role="run")
     """torch intra-op threads on CPU; 0 leaves torch's default."""
+    compile: bool = _f(False, role="run")
+    """torch.compile the model (first steps are slower while it compiles)."""
+    peak_tflops: float = _f(0.0, role="run")
+    """Peak dense TFLOP/s of one device for MFU; 0 looks the GPU up in trainer/flops.py (none on CPU)."""
+    report_to: str = _f("none", role="run")
+    """Extra metric sinks beside metrics.jsonl, comma-separated: none, csv, tensorboard, wandb."""
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "align": AlignConfig, "train": TrainConfig}

@@ -32,12 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.alignment import DIVERGENCES, SCHEDULES, SCOPES, TARGETS, Objective
+from trainer.alignment import DIVERGENCES, PAIRINGS, SCHEDULES, SCOPES, TARGETS, Objective
 
 from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_state_into, load_training_state,
                                 read_weights, recover_checkpoint, save_checkpoint, truncate_metrics)
 from trainer.config import PRESETS, RunConfig, build_parser, config_from_namespace, validate
 from trainer.errors import CheckpointError, OLHError
+from trainer.metrics import MetricsLog
+from trainer.reporters import REPORTERS, Reporters
 from trainer.lifecycle import (RunFinished, RunLock, StopFlag, adopt_backend, check_out_dir,
                                check_resume_state, exit_code, resume_config, resume_hint, resume_safe,
                                summary_from_log)
@@ -61,7 +63,7 @@ def registry_choices() -> dict[str, str]:
             "alpha_schedule": SCHEDULES.describe(),
             "rope_scaling": ROPE_SCALING.describe() + " | arch=hf: " + HF_ROPE.describe(),
             "head": HEADS.describe(), "task": "lm: next token on --data; " + TASKS.describe(),
-            "reparam": REPARAMS.describe()}
+            "reparam": REPARAMS.describe(), "pairing": PAIRINGS.describe(), "report_to": REPORTERS.describe()}
 
 
 # ---------------------------------------------------------------------------------------- runtime
@@ -191,8 +193,12 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
         return len(getattr(p, "ds_shape", p.shape)) >= 2 and "wte" not in n and "table" not in n
     decay = [p for n, p in model.named_parameters() if decays(n, p)]
     other = [p for n, p in model.named_parameters() if not decays(n, p)]
+    # one fused kernel on accelerators; on CPU the multi-tensor (foreach) kernel, which gives the same
+    # numbers as the per-parameter loop (CPU's fused kernel rounds differently)
+    dev = next(model.parameters()).device.type
+    impl = {"foreach": True} if dev == "cpu" else {"fused": True}
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=cfg.train.lr, betas=(0.9, 0.95))
+                             {"params": other, "weight_decay": 0.0}], lr=cfg.train.lr, betas=(0.9, 0.95), **impl)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
 
 
@@ -210,8 +216,8 @@ def ds_config(cfg: RunConfig, rt: Runtime) -> dict:
     d = dict(rt.ds_json)
     # batch sizes and clipping come from our config so one JSON serves every preset
     d["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
-    d["gradient_accumulation_steps"] = 1
-    d["train_batch_size"] = cfg.train.batch_size * rt.world
+    d["gradient_accumulation_steps"] = cfg.train.grad_accum
+    d["train_batch_size"] = cfg.train.batch_size * cfg.train.grad_accum * rt.world
     d["gradient_clipping"] = cfg.train.grad_clip
     d.setdefault("steps_per_print", 10 ** 9)
     d["bf16"] = {"enabled": rt.dtype == torch.bfloat16}
@@ -227,13 +233,14 @@ def full_state_dict(module: torch.nn.Module, zero_stage: int) -> dict:
     return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def check_lengths(model, cfg: RunConfig) -> None:
+def check_lengths(model, cfg: RunConfig, obj: Objective) -> None:
     if cfg.model.head != "lm":
         raise OLHError(f"--task lm needs --head lm, got --head {cfg.model.head}")
+    what = "seq_len" if obj.views.longest == cfg.data.seq_len else f"the longest {cfg.align.pairing} view"
     if model.kind == "causal":
-        check_positions(model.pe if hasattr(model, "pe") else model, cfg.data.seq_len)
+        check_positions(model.pe if hasattr(model, "pe") else model, obj.views.longest, what)
     else:
-        check_positions(model.pe, max(cfg.data.seq_len, cfg.data.tgt_len))
+        check_positions(model.pe, max(obj.views.longest, cfg.data.tgt_len), what)
         if cfg.data.tgt_len < 1 or cfg.data.tgt_len >= cfg.data.seq_len:
             raise OLHError(f"tgt_len={cfg.data.tgt_len} must be in [1, seq_len={cfg.data.seq_len})")
 
@@ -253,6 +260,7 @@ class Trainer:
     engine: object = None     # the DeepSpeed engine, or None for plain torch
     zero_stage: int = 0
     gen: torch.Generator = None  # l_extra draws, own stream so resume reproduces them
+    forward: object = None       # what the objective calls: the engine, the compiled model or the model
 
     @property
     def module(self) -> torch.nn.Module:
@@ -394,13 +402,14 @@ def build_lm(cfg: RunConfig, rt: Runtime, out: Path, st: Start):
         tokens = build_token_stream(corpus.train, tok, cache_path=out / "train_tokens.npy")
 
     obj = Objective(cfg, model.kind, tok.bos_id)
-    check_lengths(model, cfg)
+    check_lengths(model, cfg, obj)
     return model, obj, WindowSampler(tokens, obj.window, cfg.train.batch_size, seed=cfg.train.seed, rank=rt.rank)
 
 
 def build(cfg: RunConfig, rt: Runtime, out: Path, st: Start) -> Trainer:
     """The task's model, objective and sampler (a synthetic task: trainer/synthetic/objective.py; it
     has no corpus or tokenizer), then the optimizer (and DeepSpeed engine)."""
+    Reporters.check(cfg.train.report_to)
     if cfg.data.task == "lm":
         model, obj, sampler = build_lm(cfg, rt, out, st)
     else:
@@ -415,7 +424,10 @@ def build(cfg: RunConfig, rt: Runtime, out: Path, st: Start) -> Trainer:
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                                lr_scheduler=scheduler, config=dsc)
     gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + rt.rank)
-    return Trainer(cfg, rt, out, model, obj, sampler, optimizer, scheduler, engine, zero_stage, gen)
+    forward = engine or model
+    if cfg.train.compile:  # compiles the module in place: checkpoints keep their plain parameter names
+        (engine or model).compile()
+    return Trainer(cfg, rt, out, model, obj, sampler, optimizer, scheduler, engine, zero_stage, gen, forward)
 
 
 def resume(tr: Trainer, st: Start) -> tuple[int, list[dict]]:
@@ -465,65 +477,39 @@ def save(tr: Trainer, step: int) -> None:
 
 
 def train_step(tr: Trainer, step: int) -> tuple[torch.Tensor, dict, float]:
-    """One optimizer step on the next batch; returns (loss, objective metrics, lr used)."""
-    rt, engine, optimizer = tr.rt, tr.engine, tr.optimizer
-    seq = tr.sampler.next_batch().to(rt.device)
-    with torch.autocast(device_type=rt.device.type, dtype=rt.dtype,
-                        enabled=rt.dtype != torch.float32 and engine is None):
-        loss, m = tr.obj(engine or tr.model, seq, step, tr.gen, sync=rt.sync)
-    if not torch.isfinite(loss):
-        raise OLHError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
-    if engine is not None:
-        engine.backward(loss)
-        engine.step()
-        return loss, m, optimizer.param_groups[0]["lr"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if tr.cfg.train.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.train.grad_clip)
+    """One optimizer step over grad_accum micro-batches; returns (loss, objective metrics, lr used),
+    the loss and metrics still on the device (mean over the micro-batches): nothing here waits for it."""
+    rt, engine, optimizer, n = tr.rt, tr.engine, tr.optimizer, tr.cfg.train.grad_accum
+    if engine is None:
+        optimizer.zero_grad(set_to_none=True)
+    total, metrics = None, {}
+    for _ in range(n):
+        seq = tr.sampler.next_batch().to(rt.device, non_blocking=True)
+        with torch.autocast(device_type=rt.device.type, dtype=rt.dtype,
+                            enabled=rt.dtype != torch.float32 and engine is None):
+            loss, m = tr.obj(tr.forward, seq, step, tr.gen)
+        if engine is not None:
+            engine.backward(loss)  # DeepSpeed scales by 1/grad_accum and steps at the boundary
+            engine.step()
+        else:
+            (loss / n if n > 1 else loss).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+        for k, v in m.items():
+            v = v.detach() if torch.is_tensor(v) else v
+            metrics[k] = v if k not in metrics else metrics[k] + v
+    if n > 1:
+        total, metrics = total / n, {k: v / n for k, v in metrics.items()}
     lr_now = optimizer.param_groups[0]["lr"]
-    optimizer.step()
-    tr.scheduler.step()
-    return loss, m, lr_now
-
-
-class MetricsLog:
-    """metrics.jsonl (every step, rank 0) and the progress bar; keeps what the summary needs."""
-
-    def __init__(self, tr: Trainer, step: int):
-        from tqdm import tqdm
-        cfg, rt = tr.cfg, tr.rt
-        n_views = 2 if tr.obj.two_branch else 1
-        view_tokens = cfg.data.seq_len + (cfg.data.tgt_len if tr.model.kind == "seq2seq" else 0)
-        self.tokens_per_step = cfg.train.batch_size * view_tokens * n_views * rt.world
-        self.cfg, self.tps_hist, self.last = cfg, [], {}
-        self.file = open(tr.out / "metrics.jsonl", "a") if rt.main else None
-        self.bar = tqdm(total=cfg.train.max_steps, initial=step, disable=not rt.main,
-                        desc=f"train {cfg.model.arch}", dynamic_ncols=True, mininterval=1.0)
-
-    def step(self, step: int, loss: torch.Tensor, m: dict, lr: float, dt: float) -> None:
-        tps = self.tokens_per_step / dt
-        self.tps_hist.append(tps)
-        self.last = {"step": step, "loss": loss.item(), **m, "lr": lr, "tokens_per_s": tps, "step_ms": 1e3 * dt}
-        if self.file:
-            self.file.write(json.dumps(self.last) + "\n")
-            self.file.flush()
-        self.bar.update(1)
-        if step % self.cfg.train.log_every == 0 or step == self.cfg.train.max_steps:
-            self.bar.set_postfix(loss=f"{self.last['loss']:.4f}",
-                                 **({"mis": f"{m['mis']:.3f}"} if "mis" in m else {}), tok_s=f"{tps:.0f}")
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.file:
-            self.file.close()
+    if engine is None:
+        if tr.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.train.grad_clip)
+        optimizer.step()
+        tr.scheduler.step()
+    return total, metrics, lr_now
 
 
 def write_summary(tr: Trainer, log: MetricsLog, step: int, wall_s: float) -> dict:
-    last = log.last
-    summary = {"steps": step, "final_loss": last.get("loss"), "final_lm_loss": last.get("lm_loss"),
-               "tokens_per_s": float(np.median(log.tps_hist)) if log.tps_hist else None,
-               "wall_s": wall_s, "world_size": tr.rt.world, "out": str(tr.out)}
+    summary = {"steps": step, **log.summary(), "wall_s": wall_s, "world_size": tr.rt.world, "out": str(tr.out)}
     if tr.rt.main:
         (tr.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(json.dumps(summary))
@@ -573,11 +559,12 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
                 break
             t0 = time.perf_counter()
             loss, m, lr = train_step(tr, step)
-            rt.sync()
             step += 1
             log.step(step, loss, m, lr, time.perf_counter() - t0)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.max_steps:
+                log.flush()  # every step up to a checkpoint is in metrics.jsonl before it exists
                 save(tr, step)
+        log.flush()
         log.bar.close()
         if step > first or st.resume_from is None:  # else the checkpoint we resumed from is this state
             save(tr, step)

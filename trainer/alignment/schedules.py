@@ -5,6 +5,7 @@ An entry maps (step, total_steps, align_cfg) to alpha before the length-ratio fa
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from trainer.errors import OLHError
@@ -35,14 +36,15 @@ def warmup(step, total, a):
     return a.alpha * min(1.0, step / max(1, a.alpha_warmup))
 
 
-def parse_milestones(spec: str) -> list[tuple[int, float]]:
+@functools.lru_cache(maxsize=None)  # parsed once per spec, not at every step
+def parse_milestones(spec: str) -> tuple[tuple[int, float], ...]:
     try:
         pts = [(int(s), float(v)) for s, v in (p.split(":") for p in spec.split(",") if p.strip())]
     except ValueError:
         raise OLHError(f"alpha_milestones '{spec}': expected 'STEP:ALPHA,STEP:ALPHA'") from None
     if not pts:
         raise OLHError("alpha_schedule=step needs --alpha_milestones 'STEP:ALPHA,...'")
-    return sorted(pts)
+    return tuple(sorted(pts))
 
 
 @SCHEDULES.register("step", help="piecewise constant: alpha, then each STEP:ALPHA of alpha_milestones")

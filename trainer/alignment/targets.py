@@ -1,11 +1,13 @@
 """What the misalignment term compares: output distributions, hidden states, or both.
 
-An entry is called with the two branch outputs (`Out`: logits and, if `needs_hidden`, per-layer
-hidden states), the compared positions in each view, the divergence and the align config, and
-returns a scalar.
+An entry is called with the two branch outputs (`Out`: log-probabilities and, if `needs_hidden`,
+per-layer hidden states), the compared positions in each view (a slice for a run of consecutive
+positions, which every shipped scope gives, else an index tensor), the divergence (a function of
+two log-probability tensors, divergences.py) and the align config, and returns a scalar.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -18,11 +20,16 @@ TARGETS = Registry("alignment target")
 
 @dataclass
 class Out:
-    logits: torch.Tensor            # (B, T, V)
+    logp: torch.Tensor              # (B, T, V) float32 log-softmax of the logits
     hiddens: list | None = None     # n_layer x (B, T, D), layer-normalized
+    lm: torch.Tensor | None = None  # this view's LM loss (views.py fills it in)
+
+    def detached(self) -> "Out":
+        return Out(self.logp.detach(), [h.detach() for h in self.hiddens] if self.hiddens else self.hiddens, self.lm)
 
 
-def _layers(spec: str, n: int) -> list[int]:
+@functools.lru_cache(maxsize=None)  # parsed once per (spec, depth), not at every step
+def _layers(spec: str, n: int) -> tuple[int, ...]:
     try:
         idx = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
@@ -30,7 +37,7 @@ def _layers(spec: str, n: int) -> list[int]:
     bad = [i for i in idx if not -n <= i < n]
     if bad or not idx:
         raise OLHError(f"hidden_layers '{spec}': the model has {n} layers (valid -{n}..{n - 1})")
-    return idx
+    return tuple(idx)
 
 
 #: overlap positions per chunk of the logits term: the log-softmaxes and products of one chunk, not
@@ -72,20 +79,11 @@ class _ChunkedDivergence(torch.autograd.Function):
         return gx, gy, None, None, None, None
 
 
-def _run(idx: torch.Tensor) -> tuple[int, int] | None:
-    """(start, length) when idx is a run of consecutive positions (every scope gives one)."""
-    n = len(idx)
-    if n and int(idx[-1]) - int(idx[0]) == n - 1 and bool((idx.diff() == 1).all()):
-        return int(idx[0]), n
-    return None
-
-
 def _logits(long: Out, short: Out, li, si, div, a) -> torch.Tensor:
-    rl, rs = _run(li), _run(si)
-    if rl is None or rs is None or rl[1] <= CHUNK:
-        return div(long.logits[:, li], short.logits[:, si]).mean()
-    n = rl[1]
-    return _ChunkedDivergence.apply(long.logits, short.logits, rl[0], rs[0], n, div) / (long.logits.shape[0] * n)
+    if not isinstance(li, slice) or li.stop - li.start <= CHUNK:
+        return div(long.logp[:, li], short.logp[:, si]).mean()
+    n = li.stop - li.start
+    return _ChunkedDivergence.apply(long.logp, short.logp, li.start, si.start, n, div) / (long.logp.shape[0] * n)
 
 
 def _hidden(long: Out, short: Out, li, si, div, a) -> torch.Tensor:

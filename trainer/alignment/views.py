@@ -1,63 +1,130 @@
-"""How each model kind turns one training window into the long and short views.
+"""How each model kind turns one training window into views, runs them, and scores their LM loss.
 
-causal (decoder, rnn) -- the paper's efficient form, window of L + E tokens:
-    A = seq[:, 0:L]          long view: overlap token j has e more tokens of left context
-    B = seq[:, e:e+L]        short view
-    overlap position i  <->  A position e+i, B position i   (same absolute token seq[e+i])
-seq2seq (encdec) -- prefix LM, window of L + m tokens: context c = seq[:, :L], target y = seq[:, L:]
-    long view:  encoder gets c (L tokens);  short view: encoder gets c[:, e:] (L - e tokens)
-    the decoder predicts y from BOS in both; overlap position i = target position i.
+causal (decoder, rnn): a view is a slice of the window, the model reads it from position 0 and
+    predicts each next token inside it. The pairing (pairings.py) gives the long and short slices;
+    overlap position i is long position off_long + i and short position off_short + i, the same
+    absolute token. Default pairing `offset`: A = w[0:L], B = w[e:e+L], overlap i <-> (e+i, i).
+seq2seq (encdec), prefix LM: the decoder predicts a continuation y of tgt_len tokens from BOS; the
+    encoder reads the context before it. Both views are cut to end where the pairing's slices
+    overlap end, y follows that point, and overlap position i is target position i in both.
+    With `offset`: context c = w[:, :L], long encoder input c, short c[:, e:], y = w[:, L:L+m].
+
+Views of equal shape run as one batch (one forward of [2B, T]); each view's log-softmax is computed
+once and serves both its LM loss and the divergence.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from trainer.alignment.targets import Out
+from trainer.errors import OLHError
 from trainer.registry import Registry
 
 VIEWS = Registry("model kind")
 
 
-def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+class View(NamedTuple):
+    args: tuple            # the model's positional inputs
+    target: torch.Tensor   # (B, T') next-token ids the LM loss scores
+    scored: slice          # the logit positions that predict `target`
+
+
+def _lm_loss(logp: torch.Tensor, view: View) -> torch.Tensor:
+    lp = logp[:, view.scored]
+    return F.nll_loss(lp.reshape(-1, lp.shape[-1]), view.target.reshape(-1))
+
+
+def _outputs(out, hidden: bool) -> Out:
+    logits, hiddens = out if hidden else (out, None)
+    return Out(F.log_softmax(logits.float(), dim=-1), hiddens)
+
+
+class _Views:
+    def run(self, model, views: list[View], hidden: bool) -> list[Out]:
+        """Forward every view (one batched call when their inputs have equal shapes) and attach
+        each view's LM loss to its Out."""
+        same = len(views) > 1 and all(len({a.shape for a in parts}) == 1 for parts in zip(*(v.args for v in views)))
+        if same:
+            both = _outputs(model(*(torch.cat(parts) for parts in zip(*(v.args for v in views))),
+                                  return_hidden=hidden), hidden)
+            n = len(views)
+            hs = list(zip(*(h.chunk(n) for h in both.hiddens))) if hidden else [None] * n
+            outs = [Out(lp, list(h) if h else None) for lp, h in zip(both.logp.chunk(n), hs)]
+        else:
+            outs = [_outputs(model(*v.args, return_hidden=hidden), hidden) for v in views]
+        for o, v in zip(outs, views):
+            o.lm = _lm_loss(o.logp, v)
+        return outs
+
+    def window(self, pairing, extra_max: int) -> int:
+        """Tokens one window must hold so that every l_extra in [1, extra_max] fits."""
+        self.longest = self.plain_window() - getattr(self, "m", 0)  # longest view (encoder side for encdec)
+        if not extra_max:
+            return self.plain_window()
+        sizes = []
+        for e in range(1, extra_max + 1):
+            long, short = pairing(self.L, e)
+            if self.overlap(long, short)[0] < 1 or min(long.stop - long.start, short.stop - short.start) < 2:
+                raise OLHError(f"l_extra={e} leaves the views no overlap (lower extra_frac or pick another pairing)")
+            sizes.append(self.reach(long, short))
+            self.longest = max(self.longest, *(v.args[0].shape[1] for v in self.cut(torch.zeros(1, sizes[-1]), long, short)))
+        return max(sizes)
 
 
 @VIEWS.register("causal")
-class CausalViews:
+class CausalViews(_Views):
     def __init__(self, seq_len: int, tgt_len: int, bos_id: int):
         self.L = seq_len
 
-    def window(self, extra_max: int) -> int:
-        return self.L + extra_max
+    def plain_window(self) -> int:
+        return self.L
 
-    def forward(self, model, seq, e: int, short: bool, hidden: bool) -> tuple[Out, torch.Tensor]:
-        """Run one view; returns its outputs and its LM loss (next-token CE inside the view)."""
-        x = seq[:, e:e + self.L] if short else seq[:, :self.L]
-        out = model(x, return_hidden=hidden)
-        out = Out(*out) if hidden else Out(out)
-        return out, _ce(out.logits[:, :-1], x[:, 1:])
+    def reach(self, long: slice, short: slice) -> int:
+        return max(long.stop, short.stop)
 
-    def overlap(self, e: int) -> tuple[int, int, int]:
+    def plain(self, seq) -> View:
+        return self.view(seq[:, :self.L])
+
+    @staticmethod
+    def view(x) -> View:
+        return View((x,), x[:, 1:], slice(0, -1))
+
+    def cut(self, seq, long: slice, short: slice) -> list[View]:
+        return [self.view(seq[:, long]), self.view(seq[:, short])]
+
+    def overlap(self, long: slice, short: slice) -> tuple[int, int, int]:
         """(number of overlap positions, offset in the long view, offset in the short view)."""
-        return self.L - e, e, 0
+        start = max(long.start, short.start)
+        return min(long.stop, short.stop) - start, start - long.start, start - short.start
 
 
 @VIEWS.register("seq2seq")
-class Seq2SeqViews:
+class Seq2SeqViews(_Views):
     def __init__(self, seq_len: int, tgt_len: int, bos_id: int):
         self.L, self.m, self.bos = seq_len, tgt_len, bos_id
 
-    def window(self, extra_max: int) -> int:
+    def plain_window(self) -> int:
         return self.L + self.m
 
-    def forward(self, model, seq, e: int, short: bool, hidden: bool):
-        ctx, y = seq[:, :self.L], seq[:, self.L:self.L + self.m]
-        enc = ctx[:, e:] if short else ctx
-        dec = torch.cat([torch.full_like(y[:, :1], self.bos), y[:, :-1]], dim=1)  # (B, m), BOS first
-        out = model(enc, dec, return_hidden=hidden)
-        out = Out(*out) if hidden else Out(out)
-        return out, _ce(out.logits, y)
+    def reach(self, long: slice, short: slice) -> int:
+        return min(long.stop, short.stop) + self.m
 
-    def overlap(self, e: int):
+    def _view(self, ctx, y) -> View:
+        dec = torch.cat([torch.full_like(y[:, :1], self.bos), y[:, :-1]], dim=1)  # (B, m), BOS first
+        return View((ctx, dec), y, slice(None))
+
+    def plain(self, seq) -> View:
+        return self._view(seq[:, :self.L], seq[:, self.L:self.L + self.m])
+
+    def cut(self, seq, long: slice, short: slice) -> list[View]:
+        end = min(long.stop, short.stop)  # both contexts end here; y follows
+        y = seq[:, end:end + self.m]
+        return [self._view(seq[:, long.start:end], y), self._view(seq[:, short.start:end], y)]
+
+    def overlap(self, long: slice, short: slice) -> tuple[int, int, int]:
+        if long.start >= short.start or min(long.stop, short.stop) <= short.start:
+            return 0, 0, 0  # the short context must be a proper, non-empty suffix of the long one
         return self.m, 0, 0
