@@ -1,0 +1,119 @@
+"""The training loop's step and logging: no host reads inside a step, a non-finite loss still stops
+the run, gradient accumulation, MFU, and the --report_to sinks."""
+import csv
+
+import pytest
+import torch
+
+import trainer.train as train_mod
+from tests.helpers import metrics, train_tiny
+from trainer.config import preset
+from trainer.errors import OLHError
+from trainer.flops import step_flops
+from trainer.models import build_model
+from trainer.alignment import Objective
+
+HOST_READS = ("item", "tolist", "__bool__", "__float__")
+
+
+def test_a_training_step_never_reads_the_device(tmp_path, monkeypatch):
+    """Inside train_step (optimizer internals aside) no tensor is read back to the host, so a GPU
+    runs ahead until the logging step."""
+    reads, inside = [], [False]
+    for name in HOST_READS:
+        orig = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _orig=orig, _name=name, **kw):
+            if inside[0]:
+                reads.append(_name)
+            return _orig(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    real_step = train_mod.train_step
+
+    def counted(tr, step):
+        opt_step = tr.optimizer.step
+
+        def quiet_opt_step(*a, **kw):  # the CPU optimizer reads its step counters; not ours to judge
+            inside[0] = False
+            try:
+                return opt_step(*a, **kw)
+            finally:
+                inside[0] = True
+        tr.optimizer.step = quiet_opt_step
+        inside[0] = True
+        try:
+            return real_step(tr, step)
+        finally:
+            inside[0] = False
+            tr.optimizer.step = opt_step
+    monkeypatch.setattr(train_mod, "train_step", counted)
+    rows = metrics(train_tiny(tmp_path / "r", max_steps=4, log_every=2, alpha=0.1, target="hidden+logits"))
+    assert len(rows) == 4 and reads == []
+
+
+def test_non_finite_loss_stops_at_the_next_logging_step(tmp_path, monkeypatch):
+    real = Objective.__call__
+
+    def poisoned(self, model, seq, step, gen):
+        loss, m = real(self, model, seq, step, gen)
+        return (loss * float("nan") if step == 2 else loss), m
+    monkeypatch.setattr(Objective, "__call__", poisoned)
+    with pytest.raises(OLHError, match=r"loss became nan at step 3; lower --lr or check the data"):
+        train_tiny(tmp_path / "r", max_steps=10, log_every=5)
+    assert [r["step"] for r in metrics(tmp_path / "r")] == [1, 2]  # the steps before it, nothing after
+    assert not (tmp_path / "r/checkpoint").exists()
+
+
+def test_grad_accum_matches_the_larger_batch(tmp_path):
+    big = metrics(train_tiny(tmp_path / "a", max_steps=5, alpha=0.0, batch_size=4))
+    acc = metrics(train_tiny(tmp_path / "b", max_steps=5, alpha=0.0, batch_size=2, grad_accum=2))
+    assert [r["loss"] for r in acc] == pytest.approx([r["loss"] for r in big], abs=1e-5)
+    assert acc[0]["tokens_per_s"] > 0 and big[0]["loss"] != big[1]["loss"]
+
+
+def test_model_flops_count_every_matmul_and_attention():
+    cfg = preset("tiny")
+    cfg.align.alpha = 0.1
+    model = build_model(cfg.model)
+    obj = Objective(cfg, model.kind)
+    B, L, d, n = cfg.train.batch_size, cfg.data.seq_len, cfg.model.d_model, cfg.model.n_layer
+    matmul = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2)  # incl. the tied head
+    want = 2 * B * (6 * matmul * L + 12 * n * d * L * L)  # offset: two views of L tokens
+    assert step_flops(cfg, obj, model.kind, world=1) == pytest.approx(want, rel=1e-12)
+
+
+def test_mfu_is_null_on_cpu_unless_a_peak_is_given(tmp_path):
+    run = train_tiny(tmp_path / "a", max_steps=2, alpha=0.0)
+    assert [r["mfu"] for r in metrics(run)] == [None, None]
+    run = train_tiny(tmp_path / "b", max_steps=2, alpha=0.0, peak_tflops=0.001)
+    summary = __import__("json").loads((run / "summary.json").read_text())
+    for r in metrics(run):
+        assert r["mfu"] == pytest.approx(summary["model_flops_per_step"] / (r["step_ms"] / 1e3) / 1e9, rel=1e-9)
+    assert summary["mfu"] is not None
+
+
+def test_report_to_csv_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = train_tiny(tmp_path / "r", max_steps=3, report_to="csv,tensorboard")
+    rows = metrics(run)
+    with open(run / "metrics.csv") as f:
+        got = list(csv.DictReader(f))
+    assert [float(r["loss"]) for r in got] == [r["loss"] for r in rows]
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    ev = acc.Scalars("train/loss")
+    assert [e.step for e in ev] == [1, 2, 3]
+    assert [e.value for e in ev] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
+
+
+def test_report_to_errors_are_one_line(tmp_path, capsys):
+    argv = ["--preset", "tiny", "--out", str(tmp_path / "r")]
+    assert train_mod.main([*argv, "--report_to", "mlflow"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "error: unknown reporter 'mlflow'; valid: none, csv, tensorboard, wandb"
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        assert train_mod.main([*argv, "--report_to", "wandb"]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == \
+            "error: --report_to wandb needs the wandb package: pip install wandb"
