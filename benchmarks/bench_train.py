@@ -1,15 +1,22 @@
-"""Training throughput: our trainer (alpha = 0, alpha = 0.1, compute-matched) vs a reference plain
-PyTorch loop over a `transformers` GPT-2 of the same width/depth/vocab/sequence length, same machine,
-same run. Prints ratios; no thresholds (speed targets live here, not in tests).
+"""Training throughput per model family: our loop at alpha = 0 (plain), alpha = 0.1 (aligned) and
+alpha = 0 with both windows (compute-matched), and for the decoder a reference plain PyTorch loop over
+a `transformers` GPT-2 of the same width/depth/vocab/length. Prints every ratio, writes JSON.
 
-    python -m benchmarks.bench_train [--preset demo] [--steps 40] [--arch decoder]
+    python -m benchmarks.bench_train --threads 1 --json docs/bench/bench_train.json
+    python -m benchmarks.bench_train --table docs/bench/bench_train.json   # the README's Speed table
 
-DESIGN §6: a regularized step runs two forward/backward passes of length L, so its theoretical FLOP
-ratio to a plain step is 2.0; alpha = 0 must cost the same as a plain step.
+Each configuration is one `trainer.train` run; the runs go round-robin in --rounds rounds so that a
+shared machine's load falls on all of them alike. Step times are medians over every step after the
+first --warmup of each run (>= 30 steps per configuration in total). An aligned step runs two
+windows of L, so 2.0 is its FLOP ratio to a plain step (encdec: the short view's encoder reads
+L - l_extra tokens, so less). No thresholds: speed targets live here, not in tests.
 """
 import argparse
 import json
+import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,23 +27,26 @@ import torch
 from trainer.config import preset
 from trainer.train import train
 
+CONFIGS = {"plain": dict(alpha=0.0), "aligned": dict(alpha=0.1), "pair": dict(alpha=0.0, pair_windows=True)}
 
-def run_ours(base_args, steps, **over):
+
+def run_ours(a, arch, tok, steps, **over) -> list[float]:
     with tempfile.TemporaryDirectory() as d:
-        cfg = preset(base_args.preset)
-        cfg.train.out, cfg.train.max_steps, cfg.model.arch = str(Path(d) / "r"), steps, base_args.arch
-        cfg.train.save_every = 0
-        for k, v in over.items():
+        cfg = preset(a.preset)
+        for k, v in dict(out=str(Path(d) / "r"), max_steps=steps, arch=arch, save_every=0, log_every=steps,
+                         threads=a.threads, tokenizer=tok, batch_size=a.batch_size, **over).items():
             cfg.set(k, v)
+        if a.compile:
+            cfg.set("compile", True)
         train(cfg)
         rows = [json.loads(x) for x in (Path(d) / "r/metrics.jsonl").read_text().splitlines()]
-    rows = rows[min(5, steps // 4):]  # skip warm-up steps
-    return statistics.median(r["step_ms"] for r in rows), statistics.median(r["tokens_per_s"] for r in rows), cfg
+    return [r["step_ms"] for r in rows[a.warmup:]]
 
 
-def run_reference(cfg, steps):
+def run_reference(a, steps) -> list[float]:
     """The plainest loop: HF GPT-2, AdamW, CE loss, clip, step; random tokens of the same shape."""
     from transformers import GPT2Config, GPT2LMHeadModel
+    cfg = preset(a.preset)
     m = cfg.model
     torch.manual_seed(0)
     hf_cfg = GPT2Config(vocab_size=m.vocab_size, n_embd=m.d_model, n_layer=m.n_layer, n_head=m.n_head,
@@ -45,9 +55,9 @@ def run_reference(cfg, steps):
     hf_cfg._attn_implementation = "sdpa"  # the same fused attention kernel as ours
     model = GPT2LMHeadModel(hf_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    B, L = cfg.train.batch_size, cfg.data.seq_len
+    B, L = a.batch_size, cfg.data.seq_len
     times = []
-    for i in range(steps):
+    for _ in range(steps):
         x = torch.randint(0, m.vocab_size, (B, L))
         t0 = time.perf_counter()
         loss = model(input_ids=x, labels=x).loss
@@ -55,34 +65,102 @@ def run_reference(cfg, steps):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        times.append(time.perf_counter() - t0)
-    ms = statistics.median(times[min(5, steps // 4):]) * 1e3
-    return ms, B * L / ms * 1e3
+        times.append(1e3 * (time.perf_counter() - t0))
+    return times[a.warmup:]
+
+
+def shared_tokenizer(a, d) -> str:
+    """Train the preset's tokenizer once (a 1-step run) so every measured run reuses it."""
+    cfg = preset(a.preset)
+    cfg.set("out", str(Path(d) / "tok"))
+    cfg.set("max_steps", 1)
+    cfg.set("alpha", 0.0)
+    cfg.set("threads", a.threads)
+    train(cfg)
+    return str(Path(d) / "tok/tokenizer.model")
+
+
+def measure(a) -> dict:
+    torch.set_num_threads(a.threads)
+    per_round = a.warmup + -(-a.steps // a.rounds)
+    ms = {(f, c): [] for f in a.families for c in CONFIGS}
+    ms.update({("decoder", "reference"): []} if "decoder" in a.families else {})
+    with tempfile.TemporaryDirectory() as d:
+        tok = shared_tokenizer(a, d)
+        for _ in range(a.rounds):
+            for f in a.families:
+                for c, over in CONFIGS.items():
+                    ms[f, c] += run_ours(a, f, tok, per_round, **over)
+                if f == "decoder":
+                    ms[f, "reference"] += run_reference(a, per_round)
+    cfg = preset(a.preset)
+    B, L, tgt = a.batch_size, cfg.data.seq_len, cfg.data.tgt_len
+    out = {}
+    for f in a.families:
+        med = {c: statistics.median(ms[f, c]) for c in CONFIGS}
+        tokens = B * (L + (tgt if f == "encdec" else 0))
+        r = {f"{c}_ms": v for c, v in med.items()} | {"plain_tokens_per_s": tokens / med["plain"] * 1e3,
+                                                        "n_steps": len(ms[f, "plain"]),
+                                                        "aligned_over_plain": med["aligned"] / med["plain"],
+                                                        "pair_over_aligned": med["pair"] / med["aligned"]}
+        if (f, "reference") in ms:
+            ref = statistics.median(ms[f, "reference"])
+            r |= {"reference_ms": ref, "reference_tokens_per_s": B * L / ref * 1e3,
+                  "plain_over_reference_tokens_per_s": ref / med["plain"]}
+        out[f] = r
+    return out
+
+
+def machine() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None, "torch": torch.__version__,
+            "python": platform.python_version(), "load_avg_at_start": os.getloadavg()[0],
+            "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def table(res: dict) -> str:
+    """The README's Speed table, from a JSON this script wrote."""
+    rows = ["| family | plain step ms | aligned step ms | aligned / plain | pair_windows / aligned "
+            "| plain tokens/s | reference GPT-2 tokens/s | ours / reference |", "|---" * 8 + "|"]
+    for f, r in res["results"].items():
+        ref = (f"{r['reference_tokens_per_s']:.0f} | {r['plain_over_reference_tokens_per_s']:.2f}x"
+               if "reference_ms" in r else "– | –")
+        rows.append(f"| {f} | {r['plain_ms']:.1f} | {r['aligned_ms']:.1f} | {r['aligned_over_plain']:.2f}x "
+                    f"| {r['pair_over_aligned']:.2f} | {r['plain_tokens_per_s']:.0f} | {ref} |")
+    return "\n".join(rows)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="demo")
-    p.add_argument("--arch", default="decoder")
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--families", default="decoder,encdec,rnn")
+    p.add_argument("--steps", type=int, default=30, help="measured steps per configuration (after warm-up)")
+    p.add_argument("--warmup", type=int, default=5, help="steps dropped at the start of every run")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--batch_size", type=int, default=16, help="sequences per step (the demo preset's 16)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="--compile for our runs")
+    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--table", default="", help="print the README table of a JSON written before, and exit")
     a = p.parse_args(argv)
-    plain_ms, plain_tps, cfg = run_ours(a, a.steps, alpha=0.0)
-    align_ms, align_tps, _ = run_ours(a, a.steps, alpha=0.1)
-    pair_ms, _, _ = run_ours(a, a.steps, alpha=0.0, pair_windows=True)
-    rows = [("ours, alpha=0 (plain)", plain_ms, plain_tps), ("ours, alpha=0.1", align_ms, align_tps),
-            ("ours, alpha=0 + pair_windows", pair_ms, None)]
-    if a.arch == "decoder":
-        ref_ms, ref_tps = run_reference(cfg, a.steps)
-        rows.append(("reference HF GPT-2 loop", ref_ms, ref_tps))
-    print(f"\npreset={a.preset} arch={a.arch} batch={cfg.train.batch_size} L={cfg.data.seq_len} "
-          f"d={cfg.model.d_model} layers={cfg.model.n_layer} threads={torch.get_num_threads()}")
-    print(f"{'run':34s} {'step ms':>9s} {'tokens/s':>10s}")
-    for name, ms, tps in rows:
-        print(f"{name:34s} {ms:9.1f} {'' if tps is None else f'{tps:10.0f}'}")
-    print(f"\nalpha=0.1 / alpha=0 step time: {align_ms / plain_ms:.2f}  (theoretical FLOP ratio 2.00)")
-    print(f"pair_windows / alpha=0.1 step time: {pair_ms / align_ms:.2f}  (same passes, no divergence)")
-    if a.arch == "decoder":
-        print(f"ours alpha=0 / reference tokens/s: {plain_tps / ref_tps:.2f}")
+    if a.table:
+        print(table(json.loads(Path(a.table).read_text())))
+        return 0
+    a.families = a.families.split(",")
+    res = {"machine": machine(), "command": "python -m benchmarks.bench_train " + " ".join(argv or sys.argv[1:]),
+           "preset": a.preset, "batch_size": a.batch_size, "threads": a.threads, "compile": a.compile, "results": measure(a)}
+    res["machine"]["load_avg_at_end"] = os.getloadavg()[0]
+    print(f"\npreset={a.preset} batch={a.batch_size} threads={a.threads} compile={a.compile} (medians of step ms; load avg "
+          f"{res['machine']['load_avg_at_start']:.1f} -> {res['machine']['load_avg_at_end']:.1f})")
+    print(table(res))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {a.json}")
+    return 0
 
 
 if __name__ == "__main__":
