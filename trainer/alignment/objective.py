@@ -39,22 +39,24 @@ class Objective:
         if model_kind == "seq2seq" and self.extra_max >= self.L:
             raise OLHError(f"extra_frac={a.extra_frac} leaves no encoder context (need l_extra < seq_len)")
         self.window = self.views.window(self.pairing, self.extra_max)
-        self._scope_idx: dict = {}
+        # every l_extra's slices and scope positions, once: a step only looks them up
+        self.cuts = {e: self._cut(e) for e in range(1, self.extra_max + 1)} if self.align_on else {}
 
     def alpha(self, step: int) -> float:
         if step < len(self.alphas):
             return self.alphas[step]
         return alpha_at(step, self.total, self.a, self.L)
 
-    def scope_positions(self, n: int, off: int, device):
-        """The scope's positions in a view whose overlap starts at `off`: a slice when they are
-        consecutive (a view, no gather), else an index tensor; built once per (n, off, device)."""
-        key = (n, off, str(device))
-        if key not in self._scope_idx:
-            idx = self.scope(n)
-            run = len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and bool((idx.diff() == 1).all())
-            self._scope_idx[key] = slice(off + int(idx[0]), off + int(idx[-1]) + 1) if run else (off + idx).to(device)
-        return self._scope_idx[key]
+    def _cut(self, e: int):
+        """The pairing's slices for l_extra = e and the scope's positions in each view: slices when
+        consecutive (views of the logits, no gather), else index tensors."""
+        long_s, short_s = self.pairing(self.L, e)
+        n, off_long, off_short = self.views.overlap(long_s, short_s)
+        idx = self.scope(n).tolist()
+        if idx == list(range(idx[0], idx[0] + len(idx))):
+            return long_s, short_s, slice(off_long + idx[0], off_long + idx[-1] + 1), \
+                slice(off_short + idx[0], off_short + idx[-1] + 1)
+        return long_s, short_s, off_long + torch.tensor(idx), off_short + torch.tensor(idx)
 
     def __call__(self, model, seq: torch.Tensor, step: int, gen: torch.Generator):
         """seq: (B, window) token ids. Returns (loss, metrics: device tensors and python numbers)."""
@@ -62,14 +64,14 @@ class Objective:
             (out,) = self.views.run(model, [self.views.plain(seq)], hidden=False)
             return out.lm, {"lm_loss": out.lm}
         e = int(torch.randint(1, self.extra_max + 1, (1,), generator=gen))
-        long_s, short_s = self.pairing(self.L, e)
+        long_s, short_s, li, si = self.cuts[e] if self.align_on else (*self.pairing(self.L, e), None, None)
         long, short = self.views.run(model, self.views.cut(seq, long_s, short_s), hidden=self.hidden)
         lm = 0.5 * (long.lm + short.lm)
         m = {"lm_loss": lm, "l_extra": e}
         if not self.align_on:
             return lm, m
-        n, off_long, off_short = self.views.overlap(long_s, short_s)
-        li, si = self.scope_positions(n, off_long, seq.device), self.scope_positions(n, off_short, seq.device)
+        if torch.is_tensor(li):
+            li, si = li.to(seq.device, non_blocking=True), si.to(seq.device, non_blocking=True)
         if self.a.detach_long:
             long = long.detached()
         mis = self.target(long, short, li, si, self.div, self.a)
