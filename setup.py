@@ -34,6 +34,7 @@ setup(
         "fuzzywuzzy==0.18.0",    # THUDM LongBench's code edit similarity (pure-Python SequenceMatcher backend)
         "transformers",
         "accelerate",            # lm-eval's `hf` model imports it
+        "tensorboard",           # --report_to tensorboard (torch.utils.tensorboard)
     ],
     extras_require={"dev": ["pytest"]},
     entry_points={
