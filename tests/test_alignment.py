@@ -372,3 +372,12 @@ def test_alignment_through_the_trainer_logs_every_field(tmp_path):
             assert k in r, k
     assert [r["alpha"] for r in rows] == pytest.approx([0.0, 0.05, 0.1, 0.1])
     assert rows[0]["loss"] == pytest.approx(rows[0]["lm_loss"])  # alpha 0 at step 0
+
+
+def test_help_lists_the_pairings_and_reporters():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "trainer.train", "--help"], capture_output=True, text=True).stdout
+    for word in ("--pairing", "offset", "nested", "prefix_suffix", "--report_to", "tensorboard", "--grad_accum",
+                 "--compile", "--peak_tflops"):
+        assert word in out, word

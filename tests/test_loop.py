@@ -117,3 +117,16 @@ def test_report_to_errors_are_one_line(tmp_path, capsys):
         assert train_mod.main([*argv, "--report_to", "wandb"]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1] == \
             "error: --report_to wandb needs the wandb package: pip install wandb"
+
+
+def test_readme_speed_table_is_the_committed_benchmark():
+    """The README's Speed table is what bench_train prints for the JSON committed under docs/bench/."""
+    from pathlib import Path
+
+    from benchmarks.bench_train import table
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    for name in ("bench_train_after_2e0bf3b.json", "bench_train_before_e9c6ec7.json"):
+        res = __import__("json").loads((root / "docs/bench" / name).read_text())
+        assert res["machine"]["commit"] and len(res["results"]) == 3
+        assert table(res) in readme, name
