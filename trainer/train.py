@@ -314,8 +314,7 @@ def preflight(cfg: RunConfig) -> None:
     they check (head sizes, position limits, schedules) fails before data is loaded or written."""
     with torch.device("meta"):
         model = build_model(cfg.model)
-    Objective(cfg, model.kind, 1)
-    check_lengths(model, cfg)
+    check_lengths(model, cfg, Objective(cfg, model.kind, 1))
 
 
 def setup(cfg: RunConfig, local_rank: int) -> Start:
