@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from trainer.alignment.divergences import DIVERGENCES, KL_DIRECTIONS, build_divergence
 from trainer.errors import OLHError
@@ -60,9 +61,11 @@ def parse_lsm_args(args: Sequence) -> tuple[str, int, int, dict]:
 def pair_divergences(long_logits: torch.Tensor, short_logits: torch.Tensor, divergence: str = DEFAULT_DIVERGENCE,
                      kl_direction: str = "long_short") -> list[dict[str, float]]:
     """``[{"lsm": D(long, short), "lsm_symkl": symKL(long, short)}]``, one per row of the (N, V) logits:
-    each divergence runs once over the whole batch of pairs."""
-    main = build_divergence(divergence, kl_direction)(long_logits, short_logits).tolist()
-    side = build_divergence(SIDE_DIVERGENCE)(long_logits, short_logits).tolist()
+    each divergence runs once over the whole batch of pairs, in float64 (the divergence of two
+    near-equal distributions is otherwise mostly float32 rounding)."""
+    lp, lq = (F.log_softmax(x.double(), dim=-1) for x in (long_logits, short_logits))
+    main = build_divergence(divergence, kl_direction, on_logits=False)(lp, lq).tolist()
+    side = build_divergence(SIDE_DIVERGENCE, on_logits=False)(lp, lq).tolist()
     return [{"lsm": m, "lsm_symkl": x} for m, x in zip(main, side)]
 
 

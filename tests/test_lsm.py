@@ -69,7 +69,8 @@ def test_lsm_divergence_option_and_bad_requests(lms):
     for name, direction in [("js", "long_short"), ("kl", "short_long"), ("l2", "long_short")]:
         (r,) = lm.lsm([Instance("lsm", {}, (TEXT, 7, 30, {"divergence": name, "kl_direction": direction}), 0)],
                       disable_tqdm=True)
-        assert r["lsm"] == pytest.approx(float(build_divergence(name, direction)(a, b)[0]), abs=1e-7)
+        want = build_divergence(name, direction, on_logits=False)(F.log_softmax(a, -1), F.log_softmax(b, -1))  # float64
+        assert r["lsm"] == pytest.approx(float(want[0]), abs=1e-9)
     with pytest.raises(OLHError, match="unknown divergence 'hellinger'; valid: sce"):
         lm.lsm([Instance("lsm", {}, (TEXT, 7, 30, {"divergence": "hellinger"}), 0)])
     with pytest.raises(OLHError, match="fewer than l_long"):
@@ -134,12 +135,47 @@ def test_olh_lsm_task_equals_hand_metric(lms, olh_ckpts, arch):
     assert res["lsm_symkl,none"] == pytest.approx(sum(h[1] for h in hand) / 5, rel=1e-4, abs=1e-7)
 
 
-def test_olh_lsm_ll_and_divergence_metadata(lms, olh_ckpts):
-    md = {"run_dir": str(olh_ckpts["decoder"]), "n_docs": 3, "divergence": "js"}
-    out = _evaluate(lms["decoder"], ["olh_lsm_ll", "olh_lsm_1x_2x"], md)
+def hand_js(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Jensen-Shannon divergence of two probability vectors, written out (natural log)."""
+    m = (p + q) / 2
+    return float(0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum())
+
+
+def test_olh_lsm_ll_and_divergence_metadata(tiny_run):
+    run = str(tiny_run("decoder"))  # trained a little: its predictions depend on the context
+    lm = OLM(pretrained=run, device="cpu", batch_size=4)
+    md = {"run_dir": run, "n_docs": 3, "divergence": "js"}
+    out = _evaluate(lm, ["olh_lsm_ll", "olh_lsm_1x_2x"], md, log_samples=True)
     r = out["results"]
-    assert r["olh_lsm_ll"]["lsm_ll_approx,none"] >= 0 and math.isfinite(r["olh_lsm_ll"]["lsm_ll_approx,none"])
-    assert 0 <= r["olh_lsm_1x_2x"]["lsm,none"] <= math.log(2) + 1e-9  # JS is at most ln 2
+    # the approximation by hand: p(c | view) of every candidate, the rest of the mass pooled into one
+    # "other" outcome, then JS between the long and the short view's K+1 outcomes
+    approx = []
+    for s in out["samples"]["olh_lsm_ll"]:
+        doc = s["doc"]
+        dist = []
+        for view in ("ctx_long", "ctx_short"):
+            ll = lm.loglikelihood([Instance("loglikelihood", {}, (doc[view], c), 0) for c in doc["candidates"]],
+                                  disable_tqdm=True)
+            p = torch.tensor([x for x, _ in ll], dtype=torch.float64).exp()
+            full = torch.cat([p, (1 - p.sum()).clamp(min=1e-12)[None]])
+            dist.append(full / full.sum())
+        approx.append(hand_js(*dist))
+    assert len(approx) == 3 and max(approx) > 1e-8  # tiny: the pooled 'other' outcome holds most mass
+    assert r["olh_lsm_ll"]["lsm_ll_approx,none"] == pytest.approx(sum(approx) / 3, rel=1e-4)
+    # the exact metric with divergence=js beyond the training length, against two direct forward passes
+    exact = []
+    for s in out["samples"]["olh_lsm_1x_2x"]:
+        doc = s["doc"]
+        assert 32 <= doc["l_short"] <= doc["l_long"] <= 64
+        ids = lm.tok.encode(doc["text"])
+        a, b = (F.softmax(last_logits(lm, ids[-n:]), -1) for n in (doc["l_long"], doc["l_short"]))
+        exact.append(hand_js(a, b))
+    assert r["olh_lsm_1x_2x"]["lsm,none"] == pytest.approx(sum(exact) / 3, rel=1e-4, abs=1e-9)
+    # the results say which divergence was scored (a report labels its column from this)
+    for task in ("olh_lsm_ll", "olh_lsm_1x_2x"):
+        assert out["configs"][task]["metadata"]["divergence"] == "js"
+    assert _evaluate(lm, ["olh_lsm"], {**md, "divergence": None, "n_docs": 1})["configs"]["olh_lsm"]["metadata"][
+        "divergence"] == "sce"
 
 
 def test_bad_metadata_and_models_without_lsm(lms, olh_ckpts):
