@@ -91,7 +91,7 @@ def step_of(out) -> int:
 @pytest.fixture(scope="module")
 def args(tiny_run):
     tok = tiny_run("decoder") / "checkpoint/tokenizer.model"
-    return ["--preset", "tiny", "--max_steps", str(STEPS), "--save_every", str(SAVE_EVERY), "--threads", "1",
+    return ["--preset", "tiny", "--max_steps", str(STEPS), "--save_every", str(SAVE_EVERY), "--threads", "1", "--log_every", "1",
             "--tokenizer", str(tok)]
 
 

@@ -83,9 +83,10 @@ def finish(proc, timeout=300):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_run):
     """Arguments of the faulted runs (tiny decoder with alignment, a checkpoint every 4 steps, one thread,
-    a shared tokenizer) and an uninterrupted reference run made by the same CLI."""
+    a shared tokenizer, every step written to metrics.jsonl at once so that kill points can be watched)
+    and an uninterrupted reference run made by the same CLI."""
     tok = tiny_run("decoder") / "checkpoint/tokenizer.model"
-    args = ["--preset", "tiny", "--max_steps", str(STEPS), "--save_every", str(SAVE_EVERY), "--threads", "1",
+    args = ["--preset", "tiny", "--max_steps", str(STEPS), "--save_every", str(SAVE_EVERY), "--threads", "1", "--log_every", "1",
             "--tokenizer", str(tok)]
     ref = tmp_path_factory.mktemp("ref") / "run"
     rc, _, err = finish(trainer(args + ["--out", str(ref)]))
