@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.ablate import Grid, cell_id, flatten_results, load_spec, main, scored_with
+from trainer.ablate import Grid, cell_id, load_spec, main
+from trainer.results import flatten_results, scored_with
 from trainer.report import headline_table, write_report
 
 REPO = Path(__file__).parent.parent

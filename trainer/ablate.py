@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import socket
 import subprocess
@@ -30,8 +29,9 @@ from pathlib import Path
 
 from trainer.config import RunConfig
 from trainer.errors import OLHError
-from trainer.lifecycle import RunLock
-from trainer.results import ResultRow, append_row, read_rows
+from trainer.lifecycle import GRID_STOP as _STOP
+from trainer.lifecycle import GridInterrupted, RunLock
+from trainer.results import ResultRow, append_row, flatten_results, mean_tail, read_rows, scored_with
 from trainer.spec import GridSpec, cell_id, combos, load_spec, resolve
 
 
@@ -292,113 +292,6 @@ def evaluate_synthetic(run_dir: Path) -> dict:
     from trainer.synthetic.objective import evaluate
     model, cfg, _ = load_model(run_dir)
     return evaluate(model, cfg)
-
-
-class GridInterrupted(OLHError):
-    """The runner got SIGINT/SIGTERM: running cells saved a checkpoint, queued ones never started."""
-
-    def __init__(self, signum: int, msg: str = "interrupted"):
-        super().__init__(msg)
-        self.signum = signum
-
-
-class _Stopper:
-    """Ctrl-C / SIGTERM for the grid runner. Children run in their own sessions, so a Ctrl-C at the
-    terminal reaches only the runner, which passes the signal once to every running child (a trainer
-    then saves a checkpoint and exits); cells not yet started are skipped. Children also get SIGTERM
-    if the runner dies (kill -9 included), so no trainer goes on alone."""
-
-    # run by the child between fork and exec: parent-death signal, then exec the real command
-    _WRAP = ("import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-             "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execvp(sys.argv[2], sys.argv[2:])")
-
-    def __init__(self):
-        self.signum = 0
-        self._procs: set = set()
-        self._mu = threading.Lock()
-
-    def handling(self):
-        import contextlib
-        import signal
-
-        @contextlib.contextmanager
-        def ctx():
-            self.signum = 0
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for s, h in old.items():
-                    signal.signal(s, h)
-        return ctx()
-
-    def _handle(self, signum, frame):
-        if not self.signum:
-            self.signum = signum
-            print(f"\ninterrupt: stopping the running cells (they save a checkpoint); no new cell starts",
-                  file=sys.stderr)
-        with self._mu:
-            procs = list(self._procs)
-        for p in procs:  # once per signal received; a trainer ignores repeats while it saves
-            try:
-                os.killpg(p.pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def check(self) -> None:
-        if self.signum:
-            raise GridInterrupted(self.signum)
-
-    def popen(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
-        self.check()
-        wrapped = [sys.executable, "-c", self._WRAP, str(os.getpid()), *cmd]
-        p = subprocess.Popen(wrapped, start_new_session=True, **kw)
-        with self._mu:
-            self._procs.add(p)
-        try:
-            p.wait()
-        finally:
-            with self._mu:
-                self._procs.discard(p)
-        return subprocess.CompletedProcess(cmd, p.returncode)
-
-
-_STOP = _Stopper()
-
-
-def flatten_results(res: dict) -> dict:
-    """lm-eval's results JSON -> {'task/metric': float}, dropping stderr entries and non-numbers."""
-    flat = {}
-    for task, metrics in res.get("results", {}).items():
-        for key, v in metrics.items():
-            if key == "alias" or "_stderr" in key or not isinstance(v, (int, float)) or isinstance(v, bool):
-                continue
-            v = float(v)  # NaN/inf (e.g. an empty length bucket) -> None: results.jsonl stays strict JSON
-            flat[f"{task}/{key.split(',')[0]}"] = v if math.isfinite(v) else None
-    return flat
-
-
-def scored_with(res: dict) -> dict:
-    """{task: divergence} of the lm-eval tasks that record the divergence they scored (the LSM tasks)."""
-    out = {}
-    for task, conf in res.get("configs", {}).items():
-        meta = conf.get("metadata") or {}
-        if task in res.get("results", {}) and meta.get("divergence"):
-            kl = meta["divergence"] == "kl" and meta.get("kl_direction")
-            out[task] = str(meta["divergence"]) + (f" {kl}" if kl else "")
-    return out
-
-
-def mean_tail(metrics_path: Path, key: str, n: int = 20) -> float | None:
-    """Mean of the last n logged values: a steadier 'final training loss' than one noisy step."""
-    if not metrics_path.exists():
-        return None
-    vals = [json.loads(x).get(key) for x in metrics_path.read_text().splitlines() if x.strip()]
-    vals = [v for v in vals if v is not None][-n:]
-    return sum(vals) / len(vals) if vals else None
 
 
 def _steps_done(summary_path: Path) -> int:

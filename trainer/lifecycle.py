@@ -14,7 +14,9 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from trainer.config import FIELD_INDEX, RunConfig, resumable
@@ -290,3 +292,77 @@ def _alive(launcher: int, runner: int) -> bool:
 def exit_code(signum: int) -> int:
     return 128 + signum if signum else 0
 
+
+class GridInterrupted(OLHError):
+    """The runner got SIGINT/SIGTERM: running cells saved a checkpoint, queued ones never started."""
+
+    def __init__(self, signum: int, msg: str = "interrupted"):
+        super().__init__(msg)
+        self.signum = signum
+
+
+class GridStopper:
+    """Ctrl-C / SIGTERM for the grid runner. Children run in their own sessions, so a Ctrl-C at the
+    terminal reaches only the runner, which passes the signal once to every running child (a trainer
+    then saves a checkpoint and exits); cells not yet started are skipped. Children also get SIGTERM
+    if the runner dies (kill -9 included), so no trainer goes on alone."""
+
+    # run by the child between fork and exec: parent-death signal, then exec the real command
+    _WRAP = ("import ctypes,os,signal,sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+             "os.getppid() == int(sys.argv[1]) or sys.exit(143); os.execvp(sys.argv[2], sys.argv[2:])")
+
+    def __init__(self):
+        self.signum = 0
+        self._procs: set = set()
+        self._mu = threading.Lock()
+
+    def handling(self):
+        import contextlib
+        import signal
+
+        @contextlib.contextmanager
+        def ctx():
+            self.signum = 0
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+        return ctx()
+
+    def _handle(self, signum, frame):
+        if not self.signum:
+            self.signum = signum
+            print(f"\ninterrupt: stopping the running cells (they save a checkpoint); no new cell starts",
+                  file=sys.stderr)
+        with self._mu:
+            procs = list(self._procs)
+        for p in procs:  # once per signal received; a trainer ignores repeats while it saves
+            try:
+                os.killpg(p.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def check(self) -> None:
+        if self.signum:
+            raise GridInterrupted(self.signum)
+
+    def popen(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
+        self.check()
+        wrapped = [sys.executable, "-c", self._WRAP, str(os.getpid()), *cmd]
+        p = subprocess.Popen(wrapped, start_new_session=True, **kw)
+        with self._mu:
+            self._procs.add(p)
+        try:
+            p.wait()
+        finally:
+            with self._mu:
+                self._procs.discard(p)
+        return subprocess.CompletedProcess(cmd, p.returncode)
+
+
+GRID_STOP = GridStopper()  # the grid runner's (trainer/ablate.py)

@@ -84,3 +84,35 @@ def append_row(path: str | Path, row: ResultRow) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def flatten_results(res: dict) -> dict:
+    """lm-eval's results JSON -> {'task/metric': float}, dropping stderr entries and non-numbers."""
+    flat = {}
+    for task, metrics in res.get("results", {}).items():
+        for key, v in metrics.items():
+            if key == "alias" or "_stderr" in key or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            v = float(v)  # NaN/inf (e.g. an empty length bucket) -> None: results.jsonl stays strict JSON
+            flat[f"{task}/{key.split(',')[0]}"] = v if math.isfinite(v) else None
+    return flat
+
+
+def scored_with(res: dict) -> dict:
+    """{task: divergence} of the lm-eval tasks that record the divergence they scored (the LSM tasks)."""
+    out = {}
+    for task, conf in res.get("configs", {}).items():
+        meta = conf.get("metadata") or {}
+        if task in res.get("results", {}) and meta.get("divergence"):
+            kl = meta["divergence"] == "kl" and meta.get("kl_direction")
+            out[task] = str(meta["divergence"]) + (f" {kl}" if kl else "")
+    return out
+
+
+def mean_tail(metrics_path: Path, key: str, n: int = 20) -> float | None:
+    """Mean of the last n logged values: a steadier 'final training loss' than one noisy step."""
+    if not metrics_path.exists():
+        return None
+    vals = [json.loads(x).get(key) for x in metrics_path.read_text().splitlines() if x.strip()]
+    vals = [v for v in vals if v is not None][-n:]
+    return sum(vals) / len(vals) if vals else None

@@ -36,7 +36,8 @@ from trainer.alignment import DIVERGENCES, PAIRINGS, SCHEDULES, SCOPES, TARGETS,
 
 from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_state_into, load_training_state,
                                 read_weights, recover_checkpoint, save_checkpoint, truncate_metrics)
-from trainer.config import PRESETS, RunConfig, build_parser, config_from_namespace, validate
+from trainer.config import PRESETS, RunConfig, validate
+from trainer.flags import build_parser, config_from_namespace
 from trainer.errors import CheckpointError, OLHError
 from trainer.metrics import MetricsLog
 from trainer.reporters import REPORTERS, Reporters
