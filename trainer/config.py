@@ -17,17 +17,11 @@ from pathlib import Path
 
 from trainer.errors import OLHError
 
-# What a field *is* lives on the field (dataclasses.field(metadata=...)), so no other file keeps a
-# list of field names. `role`:
-#   setting  (the default) changes what a run computes: part of a cell id, fixed once a run started
-#   resume   changes the numbers but may change on --resume (train longer, switch backend)
-#   run      where or how a run executes (paths, logging, threads, device): never changes its numbers,
-#            not part of a cell id, may change on --resume
-#   derived  the run may replace the requested value (sentencepiece can stop short of vocab_size):
-#            the request is hashed, the checkpoint's value is not compared on --resume
-# `factor=False` keeps a field out of the report's grouping (init_from differs per seed by construction).
-# A report compares each treatment (the `align` section and fields with a `baseline`) with the group at
-# every `baseline` value (alpha = 0, one window, the identity reparam) and the same other settings.
+# What a field *is* lives on the field (its metadata), so no other file keeps a list of field names.
+# role: setting (default; hashed into cell ids, fixed on --resume) | resume (hashed, may change on --resume)
+# | run (paths, logging, threads, device: not hashed, may change) | derived (the run may replace the request,
+# e.g. vocab_size: hashed, not compared on --resume). factor=False: not a report grouping factor. A report
+# compares each treatment (the `align` section, fields with a `baseline`) with the group at the baselines.
 
 
 def _f(default, **meta):
