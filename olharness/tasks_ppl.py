@@ -17,6 +17,9 @@ Per chunk:
   of l_train (those below C): context = the chunk before the bucket, continuation = the bucket,
   giving ``nll_0-1x`` ... ``nll_4-8x``, the mean NLL (nats) per token at those positions. The
   bucket boundaries are in reference tokens, re-tokenized by the model (exact when they agree).
+* ``excess_1-2x`` ... ``excess_4-8x`` (k >= 2): the length-generalization score, mean NLL of the
+  bucket minus mean NLL of positions [0, 1x) of the same chunks. Below 0: the extra context helps;
+  above 0: the model degrades past its training length.
 A model whose max_length is below C scores a chunk in several rolling windows, i.e. at its own
 max_length (lm-eval's rule); set ``max_length`` in --model_args to at least 8 * l_train.
 """
@@ -59,6 +62,11 @@ def token_perplexity(items) -> float:
     return weighted_perplexity(items)
 
 
+def excess_nll(items) -> float:
+    """mean NLL of a far bucket minus that of [0, 1x) over (nll, n, nll_first, n_first) tuples."""
+    return mean_nll([(a, n) for a, n, _, _ in items]) - mean_nll([(b, m) for _, _, b, m in items])
+
+
 def mean_nll(items) -> float:
     """sum of NLL / number of tokens over (nll, n_tokens) pairs; NaN when there are none."""
     nll, n = sum(x for x, _ in items), sum(k for _, k in items)
@@ -96,6 +104,7 @@ class PPLLenTask(tc.GeneratedTestTask, ConfigurableTask):
         metrics = [("word_perplexity", weighted_perplexity), ("byte_perplexity", weighted_perplexity),
                    ("bits_per_byte", bits_per_byte), ("token_perplexity", token_perplexity)]
         metrics += [(bucket_name(a, b), mean_nll) for a, b in self.buckets]
+        metrics += [(f"excess_{a}-{b}x", excess_nll) for a, b in self.buckets[1:]]
         cfg["metric_list"] = [{"metric": n, "aggregation": f, "higher_is_better": False} for n, f in metrics]
         cfg["process_results"] = self._process_results
         super().__init__(config=cfg)
@@ -138,4 +147,7 @@ class PPLLenTask(tc.GeneratedTestTask, ConfigurableTask):
                "token_perplexity": (ll, doc["n_tokens"])}
         for (a, b), r, n in zip(self.buckets, results[1:], doc["bucket_tokens"]):
             out[bucket_name(a, b)] = (-float(r[0]), n)
+        first = out[bucket_name(*BUCKETS[0])]
+        for a, b in self.buckets[1:]:
+            out[f"excess_{a}-{b}x"] = out[bucket_name(a, b)] + first
         return out
