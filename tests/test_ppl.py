@@ -77,6 +77,10 @@ def test_olh_ppl_len_equals_hand_loop(olh_ckpts):
         assert set(k_ for k_ in res if k_.startswith("nll_") and "stderr" not in k_) == {f"{b},none" for b in buckets}
         for b, vals in buckets.items():
             assert res[f"{b},none"] == pytest.approx(sum(vals) / len(vals), rel=1e-3)
+            first = buckets["nll_0-1x"]
+            if b != "nll_0-1x":  # length generalization: far bucket minus the first, same chunks
+                assert res[f"excess_{b[4:]},none"] == pytest.approx(sum(vals) / len(vals) - sum(first) / len(first),
+                                                                   abs=1e-3)
     # the four lengths score the same text: per span, the chunks join to the same string
     for name in spans[8]:
         assert {"".join(spans[k][name]) for k in (1, 2, 4, 8)} == {"".join(spans[8][name])}
