@@ -276,8 +276,17 @@ def test_write_report_statistics(tmp_path):
     allscore, alllsm, allloss = score0 + score1 + scorep, lsm0 + lsm1 + lsmp, loss0 + loss1 + lossp
     r_lsm = np.corrcoef(alllsm, allscore)[0, 1]
     r_loss = np.corrcoef(allloss, allscore)[0, 1]
-    assert (f"LSM r = {r_lsm:+.2f}, final training loss r = {r_loss:+.2f}" in md
-            and "(olh_mini_lc/score, 9 runs)" in md and "0.85" in md)
+    def ranks(a):  # average ranks (ties share theirs), 1-based
+        return [sum(b < v for b in a) + (sum(b == v for b in a) + 1) / 2 for v in a]
+    rho_lsm = np.corrcoef(ranks(alllsm), ranks(allscore))[0, 1]
+    corr = {(t["predictor"], t["score"]): t for t in json.loads((tmp_path / "correlations.json").read_text())}
+    lsm_row, loss_row = corr[("LSM (SCE)", "mini-LC score")], corr[("final training loss", "mini-LC score")]
+    assert lsm_row["n"] == loss_row["n"] == 9 and "0.85" in md
+    assert lsm_row["pearson"] == pytest.approx(r_lsm) and loss_row["pearson"] == pytest.approx(r_loss)
+    assert lsm_row["spearman"] == pytest.approx(rho_lsm)
+    lo, hi = lsm_row["pearson_ci"]
+    assert lo < r_lsm < hi and hi - lo < 1.5  # a percentile interval around the estimate, not [-1, 1]
+    assert f"| mini-LC score | LSM (SCE) | 9 | {r_lsm:+.2f} [{lo:+.2f}, {hi:+.2f}] |" in md
     assert "**Pretrained starting points**" in md and "999" not in md
     for png in ("lsm_vs_score.png", "ppl_vs_length.png", "lsm_vs_alpha.png"):
         assert (tmp_path / png).stat().st_size > 1000
@@ -294,7 +303,7 @@ def test_write_report_single_seed_and_empty(tmp_path):
     md = write_report(tmp_path).read_text()
     assert "| LSM (JS) |" in md and "LSM (SCE)" not in md
     assert "| 0.1 | 1 |" in md and "| 9 (Δ -1) |" in md  # one seed: no ± 0
-    assert "n/a (fewer than 3 runs or no spread)" in md
+    assert "Does LSM predict" not in md  # two runs: no correlation to report
 
 
 def test_interrupted_training_is_resumed_not_evaluated(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The statistics and PNG plots of a grid report (trainer/report.py); each plot returns [(title, file)] of what it drew."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,9 +10,13 @@ import numpy as np
 from trainer.config import is_treatment
 from trainer.results import ResultRow
 
-# long-context scores for the correlation, in order of preference (the paper's is LongBench-E); the
-# first one whose values differ across runs is used
-SCORE_PREFERENCE = ("LongBench-E", "mini-LC MC acc (calibrated)", "mini-LC score")
+# what the correlation table relates: each predictor with each long-context score a grid has
+PREDICTORS = (("LSM (SCE)", "olh_lsm/lsm"), ("LSM (sym KL)", "olh_lsm/lsm_symkl"), ("final training loss", "final_lm_loss"))
+SCORES = (("excess NLL 2–4×L", "olh_ppl_len_8x/excess_2-4x"), ("excess NLL 4–8×L", "olh_ppl_len_8x/excess_4-8x"),
+          *((f"copy gain {k}×L", f"olh_copy/copy_gain_{k}x") for k in (1, 2, 4, 8)),
+          ("LongBench-E", "olh_longbench_e/score"), ("mini-LC MC acc (calibrated)", "olh_mini_lc_mc/acc_calib"),
+          ("mini-LC score", "olh_mini_lc/score"))
+N_BOOT = 2000
 PPL_KEY = re.compile(r"^olh_ppl_len_(\d+)x/token_perplexity$")
 Groups = dict[tuple, list[ResultRow]]
 
@@ -55,33 +60,66 @@ def _curve(ax, rows, xs_keys, label, band: bool = False, **style) -> None:
         ax.errorbar(xs, ms, yerr=[mean_std(v)[1] for _, v in pts], marker="o", ms=3, capsize=3, label=label, **style)
 
 
+def spearman(x, y) -> float | None:
+    from scipy.stats import rankdata
+
+    return pearson(rankdata(x), rankdata(y))
+
+
+def bootstrap_ci(x, y, stat, n: int = N_BOOT, seed: int = 0) -> tuple[float, float] | None:
+    """95 % percentile interval of stat over resamples of the checkpoints (with replacement); resamples
+    without spread are skipped, and None when more than half of them have none."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rng = np.random.default_rng(seed)
+    vals = [v for v in (stat(x[i], y[i]) for i in rng.integers(0, len(x), (n, len(x)))) if v is not None]
+    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))) if len(vals) > n // 2 else None
+
+
+def correlations(rows) -> list[dict]:
+    """Pearson and Spearman r (with bootstrap CIs) of each predictor with each long-context score present."""
+    out = []
+    for score, sk in SCORES:
+        for pred, pk in PREDICTORS:
+            pts = [(x, y) for x, y in ((r.value(pk), r.value(sk)) for r in rows) if x is not None and y is not None]
+            if len(pts) < 3 or pearson(*zip(*pts)) is None:
+                continue
+            x, y = zip(*pts)
+            out.append({"score": score, "score_key": sk, "predictor": pred, "predictor_key": pk, "n": len(pts),
+                        "pearson": pearson(x, y), "pearson_ci": bootstrap_ci(x, y, pearson),
+                        "spearman": spearman(x, y), "spearman_ci": bootstrap_ci(x, y, spearman)})
+    return out
+
+
+def _r(v, ci) -> str:
+    return "n/a" if v is None else f"{v:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
 def correlation(grid_dir: Path, rows, cols) -> list[str]:
-    """LSM and final training loss vs the long-context score, across every run: markdown, and a plot."""
-    lsm_key = next((k for _, k in cols if k == "olh_lsm/lsm"), None)
-    present = [(c, k) for want in SCORE_PREFERENCE for c, k in cols if c == want]
-    spread = [(c, k) for c, k in present if len({r.value(k) for r in rows} - {None}) > 1]
-    score_key = (spread or present or [(None, None)])[0][1]
-    pts = [(r.value(lsm_key), r.value(score_key), r.value("final_lm_loss")) for r in rows] if lsm_key and score_key else []
-    pts = [p for p in pts if None not in p]
-    if not pts:
+    """Does LSM predict long-context ability better than the training loss? A table over every run of the
+    grid (also written to correlations.json) and scatter plots of LSM and loss against each score."""
+    table = correlations(rows)
+    if not table:
         return []
-    lsm_v, score_v, loss_v = zip(*pts)
-    r_lsm, r_loss = pearson(lsm_v, score_v), pearson(loss_v, score_v)
-    fmt = lambda r: "n/a (fewer than 3 runs or no spread)" if r is None else f"{r:+.2f}"  # noqa: E731
-    md = [f"**Correlation with the long-context score** ({score_key}, {len(pts)} runs): "
-          f"LSM r = {fmt(r_lsm)}, final training loss r = {fmt(r_loss)} "
-          f"(paper, across pretrained models: |r| = 0.85 for LSM vs 0.62 for training loss).", ""]
-    if r_lsm is not None or r_loss is not None:
-        fig, ax = _plt().subplots(1, 2, figsize=(9, 3.6))
-        ax[0].scatter(lsm_v, score_v)
-        ax[0].set(xlabel=next(c for c, k in cols if k == lsm_key), ylabel=score_key,
-                  title=f"LSM vs score (r = {fmt(r_lsm)})")
-        ax[1].scatter(loss_v, score_v, color="tab:orange")
-        ax[1].set(xlabel="final training LM loss", ylabel=score_key, title=f"loss vs score (r = {fmt(r_loss)})")
-        _save(fig, grid_dir / "lsm_vs_score.png")
-        title = "LSM and training loss vs long-context score"
-        md += [f"### {title}", "", f"![{title}](lsm_vs_score.png)", ""]
-    return md
+    (grid_dir / "correlations.json").write_text(json.dumps(table, indent=1) + "\n")
+    md = [f"**Does LSM predict long-context ability?** Correlation over the {max(t['n'] for t in table)} runs of "
+          f"this grid, with 95 % bootstrap intervals ({N_BOOT} resamples of the runs). Paper, across pretrained "
+          "models: |r| = 0.85 for LSM vs 0.62 for training loss.", "",
+          "| long-context score | predictor | n | Pearson r [95 % CI] | Spearman ρ [95 % CI] |", "|---|---|---|---|---|"]
+    md += [f"| {t['score']} | {t['predictor']} | {t['n']} | {_r(t['pearson'], t['pearson_ci'])} | "
+           f"{_r(t['spearman'], t['spearman_ci'])} |" for t in table]
+    scores = list(dict.fromkeys((t["score"], t["score_key"]) for t in table))
+    preds = list(dict.fromkeys((t["predictor"], t["predictor_key"]) for t in table))
+    fig, ax = _plt().subplots(len(preds), len(scores), figsize=(2.6 * len(scores) + 1, 2.4 * len(preds)), squeeze=False)
+    for i, (pred, pk) in enumerate(preds):
+        for j, (score, sk) in enumerate(scores):
+            pts = [(r.value(pk), r.value(sk)) for r in rows if r.value(pk) is not None and r.value(sk) is not None]
+            if pts:
+                ax[i][j].scatter(*zip(*pts), s=12, color=f"C{i}")
+            ax[i][j].set_xlabel(pred, fontsize=8)
+            ax[i][j].set_ylabel(score, fontsize=8)
+    _save(fig, grid_dir / "lsm_vs_score.png")
+    title = "LSM and training loss vs long-context scores"
+    return md + ["", f"### {title}", "", f"![{title}](lsm_vs_score.png)", ""]
 
 
 def ppl_vs_length(grid_dir: Path, name: str, groups: Groups, cols, pre_rows) -> list[tuple[str, str]]:
