@@ -66,13 +66,25 @@ def spearman(x, y) -> float | None:
     return pearson(rankdata(x), rankdata(y))
 
 
-def bootstrap_ci(x, y, stat, n: int = N_BOOT, seed: int = 0) -> tuple[float, float] | None:
-    """95 % percentile interval of stat over resamples of the checkpoints (with replacement); resamples
-    without spread are skipped, and None when more than half of them have none."""
+def _row_pearson(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair; NaN where a row has no spread."""
+    Xc, Yc = X - X.mean(1, keepdims=True), Y - Y.mean(1, keepdims=True)
+    den = np.sqrt((Xc ** 2).sum(1) * (Yc ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (Xc * Yc).sum(1) / den, np.nan)
+
+
+def bootstrap_ci(x, y, ranks: bool = False, n: int = N_BOOT, seed: int = 0) -> tuple[float, float] | None:
+    """95 % percentile interval of Pearson r (of ranks: Spearman) over resamples of the runs (with
+    replacement); resamples without spread are skipped, and None when more than half have none."""
+    from scipy.stats import rankdata
+
     x, y = np.asarray(x, float), np.asarray(y, float)
-    rng = np.random.default_rng(seed)
-    vals = [v for v in (stat(x[i], y[i]) for i in rng.integers(0, len(x), (n, len(x)))) if v is not None]
-    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))) if len(vals) > n // 2 else None
+    idx = np.random.default_rng(seed).integers(0, len(x), (n, len(x)))
+    X, Y = x[idx], y[idx]
+    r = _row_pearson(rankdata(X, axis=1), rankdata(Y, axis=1)) if ranks else _row_pearson(X, Y)
+    r = r[~np.isnan(r)]
+    return (float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))) if len(r) > n // 2 else None
 
 
 def correlations(rows) -> list[dict]:
@@ -85,8 +97,8 @@ def correlations(rows) -> list[dict]:
                 continue
             x, y = zip(*pts)
             out.append({"score": score, "score_key": sk, "predictor": pred, "predictor_key": pk, "n": len(pts),
-                        "pearson": pearson(x, y), "pearson_ci": bootstrap_ci(x, y, pearson),
-                        "spearman": spearman(x, y), "spearman_ci": bootstrap_ci(x, y, spearman)})
+                        "pearson": pearson(x, y), "pearson_ci": bootstrap_ci(x, y),
+                        "spearman": spearman(x, y), "spearman_ci": bootstrap_ci(x, y, ranks=True)})
     return out
 
 
