@@ -27,6 +27,7 @@ class Runtime:
             import torch.distributed as dist
             deepspeed.init_distributed()
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
+            _unlink_shm_buffer(self.rank)
             from deepspeed.accelerator import get_accelerator
             acc = get_accelerator()
             lr = int(os.environ.get("LOCAL_RANK", max(local_rank, 0)))
@@ -88,6 +89,19 @@ class Runtime:
     def sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+
+def _unlink_shm_buffer(rank: int) -> None:
+    """DeepSpeed's CPU backend gives each rank a 69 MB shared-memory buffer that every rank maps at init
+    (deepspeed/ops/csrc/cpu/comm/shm.cpp) and nobody unlinks: each run, killed or not, would leave them
+    in /dev/shm until the machine runs out of memory. Once all ranks have mapped them (the barrier),
+    the names are not needed, and the mappings live on until the processes exit."""
+    import torch.distributed as dist
+
+    path = Path("/dev/shm") / (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+                               f"{os.environ.get('MASTER_PORT', '')}_{rank}")
+    dist.barrier()  # on every rank (whether or not it has a buffer), so no rank waits alone
+    path.unlink(missing_ok=True)
 
 
 def read_ds_json(path: str) -> dict:
