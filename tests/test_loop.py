@@ -64,6 +64,29 @@ def test_non_finite_loss_stops_at_the_next_logging_step(tmp_path, monkeypatch):
     assert not (tmp_path / "r/checkpoint").exists()
 
 
+def test_a_signal_stops_the_run_at_the_next_logging_step(tmp_path, monkeypatch):
+    """The stop flag is read (under DeepSpeed: agreed by an all-reduce) only where the log reads the
+    device anyway, so a SIGTERM during step 4 with --log_every 3 ends the run at step 6, saved."""
+    import json
+    import os
+    import signal
+    real_step = train_mod.train_step
+
+    def signalled(tr, step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(tr, step)
+    monkeypatch.setattr(train_mod, "train_step", signalled)
+    out = tmp_path / "r"
+    cfg = preset("tiny")
+    for k, v in dict(out=str(out), max_steps=20, log_every=3, save_every=0).items():
+        cfg.set(k, v)
+    summary = train_mod.train(cfg)
+    assert summary["signal"] == signal.SIGTERM and summary["steps"] == 6
+    assert json.loads((out / "checkpoint/trainer_state.json").read_text())["step"] == 6
+    assert [r["step"] for r in metrics(out)] == list(range(1, 7))
+
+
 def test_grad_accum_matches_the_larger_batch(tmp_path):
     big = metrics(train_tiny(tmp_path / "a", max_steps=5, alpha=0.0, batch_size=4))
     acc = metrics(train_tiny(tmp_path / "b", max_steps=5, alpha=0.0, batch_size=2, grad_accum=2))

@@ -220,7 +220,7 @@ def early_handler(signum, frame) -> None:
 
 
 class StopFlag:
-    """SIGINT/SIGTERM -> stop after the current step, save one checkpoint, exit 128 + signal.
+    """SIGINT/SIGTERM -> stop at the next logging step, save one checkpoint, exit 128 + signal.
 
     A second signal aborts a plain run at once (its last checkpoint stays valid: saves are atomic).
     Under the `deepspeed` launcher a second signal is expected (a terminal Ctrl-C reaches the workers
@@ -247,7 +247,7 @@ class StopFlag:
     def _handle(self, signum, frame):
         if not self.signum:
             self.signum = signum
-            print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint"
+            print(f"\n{signal.Signals(signum).name}: stopping at the next logging step and saving a checkpoint"
                   f"{'' if self.under_launcher else ' (again to abort)'}", file=sys.stderr, flush=True)
         elif not self.under_launcher:
             print(f"{signal.Signals(signum).name} again: aborted without saving; the last checkpoint is kept",

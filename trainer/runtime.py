@@ -61,7 +61,7 @@ class Runtime:
         if not self.ds:
             return value
         import torch.distributed as dist
-        t = torch.tensor([value], dtype=torch.int64)
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)  # NCCL reduces device tensors only
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 

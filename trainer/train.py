@@ -235,9 +235,9 @@ def write_summary(tr: Trainer, log: MetricsLog, step: int, wall_s: float) -> dic
 
 
 def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> dict:
-    """Run training to cfg.train.max_steps; returns the end-of-run summary. SIGINT/SIGTERM (or `stop_at`)
-    end the run early after writing a checkpoint that --resume continues exactly; the summary's
-    `signal` is then the signal's number (0 otherwise)."""
+    """Run training to cfg.train.max_steps; returns the end-of-run summary. SIGINT/SIGTERM end the run
+    at the next logging step (`stop_at`: at that step) after writing a checkpoint that --resume
+    continues exactly; the summary's `signal` is then the signal's number (0 otherwise)."""
     t_start = time.time()
     stop = StopFlag(under_launcher="LOCAL_RANK" in os.environ)  # set by the deepspeed launcher
     if stop.requested:  # a signal during the imports: leave before joining a process group (no rank waits)
@@ -272,7 +272,8 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
         tr.module.train()
         first = step
         while step < cfg.train.max_steps:
-            signum = rt.agree(stop.poll())  # every rank stops at the same step
+            if step % cfg.train.log_every == 0:  # every rank stops at the same logging step: the log reads
+                signum = rt.agree(stop.poll())   # the device there anyway, so the all-reduce adds no host sync
             if signum or step == stop_at:
                 break
             t0 = time.perf_counter()
