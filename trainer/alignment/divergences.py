@@ -2,6 +2,7 @@
 
 Each entry maps two log-probability tensors (lp, lq) of shape (..., V), float32, to per-position
 values (...). The trainer computes each view's log-softmax once and shares it with the LM loss;
+an entry may carry `with_grads(lp, lq) -> (values, d sum/d lp, d sum/d lq)` for the training step;
 `build_divergence` also offers every entry on raw logits (olharness scores logits). Working on
 log-softmax outputs keeps ±1e4 logits and bf16 inputs finite. Add one with a decorated function;
 nothing else changes.
@@ -31,6 +32,17 @@ def _kl(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
 @DIVERGENCES.register("sce", help="symmetric cross-entropy CE(p,q)+CE(q,p) (paper default)")
 def sce(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
     return -(lp.exp() * lq).sum(-1) - (lq.exp() * lp).sum(-1)
+
+
+def _sce_with_grads(lp: torch.Tensor, lq: torch.Tensor):
+    """sce and its gradients in lp and lq, in a few passes over the inputs (the aligned training
+    step's hot path, trainer/alignment/targets.py; autograd would store and revisit more products)."""
+    p, q = lp.exp(), lq.exp()
+    a, b = p * lq, q * lp
+    return -a.sum(-1) - b.sum(-1), a.add_(q).neg_(), b.add_(p).neg_()
+
+
+sce.with_grads = _sce_with_grads
 
 
 @DIVERGENCES.register("kl", help="KL divergence; direction by --kl_direction (long_short | short_long)")

@@ -23,6 +23,8 @@ class Out:
     logp: torch.Tensor              # (B, T, V) float32 log-softmax of the logits
     hiddens: list | None = None     # n_layer x (B, T, D), layer-normalized
     lm: torch.Tensor | None = None  # this view's LM loss (views.py fills it in)
+    batch: torch.Tensor | None = None  # views run as one batch: their log-probs, of which logp = batch[rows]
+    rows: slice | None = None
 
     def detached(self) -> "Out":
         return Out(self.logp.detach(), [h.detach() for h in self.hiddens] if self.hiddens else self.hiddens, self.lm)
@@ -45,45 +47,82 @@ def _layers(spec: str, n: int) -> tuple[int, ...]:
 CHUNK = 128
 
 
-class _ChunkedDivergence(torch.autograd.Function):
-    """sum over positions of div(x[:, xs + i], y[:, ys + i]), i < n, in chunks of CHUNK positions.
+class _SlicedDivergence(torch.autograd.Function):
+    """sum over positions of div(x[rx, xs + i], y[ry, ys + i]), i < n; y None: both views are rows of
+    one batched tensor x.
 
-    Gradients are written straight into zero tensors shaped like the whole logits, which become
-    autograd's gradient buffers of x and y (shared with the LM loss), so the term adds no
-    [B, L, V] tensor of its own beyond one chunk's intermediates."""
+    Gradients are written straight into one zero tensor shaped like each input, which becomes
+    autograd's gradient buffer of the log-probs (shared with the LM loss): no per-view or per-slice
+    full-size gradient to zero, copy and add. Up to CHUNK positions a divergence's closed-form
+    gradients (`with_grads`, divergences.py) or else the forward's graph are kept for
+    the backward pass; longer overlaps go in chunks of CHUNK positions, recomputed in the backward
+    pass, so the term adds no [B, L, V] tensor of its own beyond one chunk's intermediates."""
 
     @staticmethod
-    def forward(ctx, x, y, xs: int, ys: int, n: int, div):
+    def forward(ctx, x, y, rx: slice, ry: slice, xs: int, ys: int, n: int, div):
         ctx.save_for_backward(x, y)
-        ctx.args = (xs, ys, n, div)
-        return sum(div(x[:, xs + c:xs + min(c + CHUNK, n)], y[:, ys + c:ys + min(c + CHUNK, n)]).sum()
-                   for c in range(0, n, CHUNK))
+        ctx.args = (rx, ry, xs, ys, n, div)
+        ctx.kept = None
+        pair = _SlicedDivergence._pair
+        ctx.grads = None
+        if n <= CHUNK and hasattr(div, "with_grads"):  # closed-form gradients, computed with the value
+            value, *grads = div.with_grads(*pair(ctx, x, y, 0, n, grad=False))
+            ctx.grads = grads
+            return value.sum()
+        if n <= CHUNK:
+            with torch.enable_grad():
+                ctx.kept = pair(ctx, x, y, 0, n)
+                ctx.val = div(*ctx.kept).sum()
+            return ctx.val.detach()
+        return sum(div(*pair(ctx, x, y, c, min(c + CHUNK, n) - c, grad=False)).sum() for c in range(0, n, CHUNK))
+
+    @staticmethod
+    def _pair(ctx, x, y, c: int, k: int, grad: bool = True):
+        """Chunk [c, c + k) of both views, detached; requiring grad where the backward pass needs it."""
+        rx, ry, xs, ys, _, _ = ctx.args
+        wants = ctx.needs_input_grad[0], ctx.needs_input_grad[0] if y is None else ctx.needs_input_grad[1]
+        return [t.detach().requires_grad_(grad and w) for t, w in
+                zip((x[rx, xs + c:xs + c + k], (x if y is None else y)[ry, ys + c:ys + c + k]), wants)]
 
     @staticmethod
     def backward(ctx, g):
         x, y = ctx.saved_tensors
-        xs, ys, n, div = ctx.args
+        rx, ry, xs, ys, n, div = ctx.args
         gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
-        gy = torch.zeros_like(y) if ctx.needs_input_grad[1] else None
+        gy = torch.zeros_like(y) if y is not None and ctx.needs_input_grad[1] else None
+        into = (gx, gx if y is None else gy)
+        if ctx.grads is not None:
+            for grad, buf, r, s in zip(ctx.grads, into, (rx, ry), (xs, ys)):
+                if buf is not None:
+                    torch.mul(grad, g, out=buf[r, s:s + n])
+            ctx.grads = None
+            return gx, gy, None, None, None, None, None, None
         for c in range(0, n, CHUNK):
             k = min(c + CHUNK, n) - c
-            xc = x[:, xs + c:xs + c + k].detach().requires_grad_(gx is not None)
-            yc = y[:, ys + c:ys + c + k].detach().requires_grad_(gy is not None)
-            with torch.enable_grad():
-                grads = torch.autograd.grad(div(xc, yc).sum() * g, [t for t in (xc, yc) if t.requires_grad])
-            grads = list(grads)
-            if gx is not None:
-                gx[:, xs + c:xs + c + k] = grads.pop(0)
-            if gy is not None:
-                gy[:, ys + c:ys + c + k] = grads.pop(0)
-        return gx, gy, None, None, None, None
+            if ctx.kept is not None:
+                pair, val = ctx.kept, ctx.val
+            else:
+                pair = _SlicedDivergence._pair(ctx, x, y, c, k)
+                with torch.enable_grad():
+                    val = div(*pair).sum()
+            need = [t for t in pair if t.requires_grad]
+            grads = list(torch.autograd.grad(val, need, g)) if need else []
+            for t, buf, r, s in zip(pair, into, (rx, ry), (xs, ys)):
+                if t.requires_grad:
+                    buf[r, s + c:s + c + k] = grads.pop(0)
+        ctx.kept = ctx.val = None
+        return gx, gy, None, None, None, None, None, None
 
 
 def _logits(long: Out, short: Out, li, si, div, a) -> torch.Tensor:
-    if not isinstance(li, slice) or li.stop - li.start <= CHUNK:
+    if not isinstance(li, slice):
         return div(long.logp[:, li], short.logp[:, si]).mean()
     n = li.stop - li.start
-    return _ChunkedDivergence.apply(long.logp, short.logp, li.start, si.start, n, div) / (long.logp.shape[0] * n)
+    if long.batch is not None and long.batch is short.batch:
+        args = long.batch, None, long.rows, short.rows
+    else:
+        args = long.logp, short.logp, slice(None), slice(None)
+    return _SlicedDivergence.apply(*args, li.start, si.start, n, div) / (long.logp.shape[0] * n)
 
 
 def _hidden(long: Out, short: Out, li, si, div, a) -> torch.Tensor:

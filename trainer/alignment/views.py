@@ -32,9 +32,16 @@ class View(NamedTuple):
     scored: slice          # the logit positions that predict `target`
 
 
-def _lm_loss(logp: torch.Tensor, view: View) -> torch.Tensor:
-    lp = logp[:, view.scored]
-    return F.nll_loss(lp.reshape(-1, lp.shape[-1]), view.target.reshape(-1))
+def _lm_losses(logp: torch.Tensor, views: list[View]) -> list[torch.Tensor]:
+    """Each view's mean next-token NLL; logp holds the views' rows one after the other. One gather of
+    the target log-probabilities (no copy of the scored positions; its backward writes one zero
+    tensor and a sparse scatter, not the NLL's and the slice's full-size gradients)."""
+    T, V = logp.shape[1], logp.shape[2]
+    pos = torch.arange(T, device=logp.device)[views[0].scored]
+    tgt = torch.cat([v.target for v in views])                        # (n * B, T')
+    rows = torch.arange(tgt.shape[0], device=logp.device)[:, None]
+    picked = logp.reshape(-1)[((rows * T + pos) * V + tgt).reshape(-1)]  # log p(target), view after view
+    return list(-picked.view(len(views), -1).mean(1))
 
 
 def _outputs(out, hidden: bool) -> Out:
@@ -50,13 +57,16 @@ class _Views:
         if same:
             both = _outputs(model(*(torch.cat(parts) for parts in zip(*(v.args for v in views))),
                                   return_hidden=hidden), hidden)
-            n = len(views)
+            n, B = len(views), views[0].target.shape[0]
             hs = list(zip(*(h.chunk(n) for h in both.hiddens))) if hidden else [None] * n
-            outs = [Out(lp, list(h) if h else None) for lp, h in zip(both.logp.chunk(n), hs)]
+            outs = [Out(both.logp[i * B:(i + 1) * B], list(h) if h else None, batch=both.logp, rows=slice(i * B, (i + 1) * B))
+                    for i, h in enumerate(hs)]
+            lms = _lm_losses(both.logp, views)
         else:
             outs = [_outputs(model(*v.args, return_hidden=hidden), hidden) for v in views]
-        for o, v in zip(outs, views):
-            o.lm = _lm_loss(o.logp, v)
+            lms = [_lm_losses(o.logp, [v])[0] for o, v in zip(outs, views)]
+        for o, lm in zip(outs, lms):
+            o.lm = lm
         return outs
 
     def window(self, pairing, extra_max: int) -> int:
