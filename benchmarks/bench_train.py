@@ -85,14 +85,19 @@ def measure(a) -> dict:
     per_round = a.warmup + -(-a.steps // a.rounds)
     ms = {(f, c): [] for f in a.families for c in CONFIGS}
     ms.update({("decoder", "reference"): []} if "decoder" in a.families else {})
+    rounds = []  # per round, per (family, config): that run's median
     with tempfile.TemporaryDirectory() as d:
         tok = shared_tokenizer(a, d)
         for _ in range(a.rounds):
+            rounds.append({})
             for f in a.families:
                 for c, over in CONFIGS.items():
-                    ms[f, c] += run_ours(a, f, tok, per_round, **over)
+                    rounds[-1][f, c] = run_ours(a, f, tok, per_round, **over)
                 if f == "decoder":
-                    ms[f, "reference"] += run_reference(a, per_round)
+                    rounds[-1][f, "reference"] = run_reference(a, per_round)
+            for k, v in rounds[-1].items():
+                ms[k] += v
+                rounds[-1][k] = statistics.median(v)
     cfg = preset(a.preset)
     B, L, tgt = a.batch_size, cfg.data.seq_len, cfg.data.tgt_len
     out = {}
@@ -102,11 +107,14 @@ def measure(a) -> dict:
         r = {f"{c}_ms": v for c, v in med.items()} | {"plain_tokens_per_s": tokens / med["plain"] * 1e3,
                                                         "n_steps": len(ms[f, "plain"]),
                                                         "aligned_over_plain": med["aligned"] / med["plain"],
-                                                        "pair_over_aligned": med["pair"] / med["aligned"]}
+                                                        "pair_over_aligned": med["pair"] / med["aligned"],
+                                                        # the spread of the load: the same ratio in each round alone
+                                                        "aligned_over_plain_per_round": [r[f, "aligned"] / r[f, "plain"] for r in rounds]}
         if (f, "reference") in ms:
             ref = statistics.median(ms[f, "reference"])
             r |= {"reference_ms": ref, "reference_tokens_per_s": B * L / ref * 1e3,
-                  "plain_over_reference_tokens_per_s": ref / med["plain"]}
+                  "plain_over_reference_tokens_per_s": ref / med["plain"],
+                  "plain_over_reference_per_round": [r[f, "reference"] / r[f, "plain"] for r in rounds]}
         out[f] = r
     return out
 
@@ -156,6 +164,10 @@ def main(argv=None):
     print(f"\npreset={a.preset} batch={a.batch_size} threads={a.threads} compile={a.compile} (medians of step ms; load avg "
           f"{res['machine']['load_avg_at_start']:.1f} -> {res['machine']['load_avg_at_end']:.1f})")
     print(table(res))
+    for f, r in res["results"].items():
+        ref = r.get("plain_over_reference_per_round")
+        print(f"{f} per round: aligned/plain {' '.join(f'{x:.2f}' for x in r['aligned_over_plain_per_round'])}"
+              + (f"; ours/reference {' '.join(f'{x:.2f}' for x in ref)}" if ref else ""))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
