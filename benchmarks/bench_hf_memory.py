@@ -33,7 +33,7 @@ def one_step(args) -> dict:
 
     from trainer.alignment import Objective
     from trainer.config import preset
-    from trainer.models.hf import load_pretrained
+    from trainer.start import load_pretrained
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -53,7 +53,7 @@ def test_zero3_partitioned_load_resume_and_saved_directory(tmp_path):
 
     import olharness  # noqa: F401  (registers hf-lsm)
     from trainer.checkpoint import load_state_into
-    from trainer.models.hf import load_pretrained
+    from trainer.start import load_pretrained
     ck = full / "checkpoint"
     model, tok = load_pretrained(hf_config(src, tmp_path), tmp_path)
     load_state_into(model, load_file(str(ck / "model.safetensors")), ck)

@@ -15,7 +15,7 @@ from tests.helpers import metrics, train_tiny
 from tests.hf_fixtures import SIZES, hf_config, make_hf_model
 from trainer.alignment import Objective
 from trainer.checkpoint import load_state_into
-from trainer.models.hf import load_pretrained
+from trainer.start import load_pretrained
 from trainer.train import main
 
 pytest.importorskip("transformers")

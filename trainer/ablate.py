@@ -233,7 +233,7 @@ class Grid:
         if not ev.tasks:
             return {}, {}
         out = run_dir / "eval"
-        from trainer.models import lm_eval_model
+        from trainer.checkpoint import lm_eval_model  # torch etc. only when a grid scores
         model, model_args = lm_eval_model(run_dir)  # ol for our families; hf-lsm on checkpoint/hf for arch=hf
         cmd = [sys.executable, "-m", "olharness.cli", "--model", model, "--model_args",
                model_args, "--tasks", ",".join(ev.tasks), "--batch_size", str(ev.batch_size),

@@ -30,7 +30,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from trainer.config import RunConfig
+from trainer.data.tokenizer import Tokenizer
 from trainer.errors import CheckpointError, OLHError
+from trainer.models import MODELS, build_model
 
 REQUIRED = ("config.json", "model.safetensors")
 
@@ -111,9 +113,6 @@ def load_state_into(model: torch.nn.Module, sd: dict, where: Path) -> None:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, RunConfig, Tokenizer or None for a synthetic task) from a run or checkpoint directory."""
-    from trainer.data import Tokenizer
-    from trainer.models import build_model
-
     ck = checkpoint_dir(path)
     cfg = RunConfig.load(ck / "config.json")
     if (ck / "hf").is_dir():
@@ -237,3 +236,14 @@ def load_training_state(ck: Path) -> tuple[dict, dict, dict | None]:
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"corrupt checkpoint file {ck / 'optimizer.pt'}: {why}") from None
     return state, rng, opt
+
+
+def lm_eval_model(run_dir) -> tuple[str, str]:
+    """(lm-eval model name, model_args) that score a trained run: `ol` on the run directory, unless
+    its family says otherwise (arch=hf: `hf-lsm` on the saved Hugging Face directory)."""
+    ck = checkpoint_dir(run_dir)
+    mcfg = RunConfig.load(ck / "config.json").model
+    family = MODELS.get(mcfg.arch)
+    if hasattr(family, "lm_eval_args"):
+        return family.lm_eval_args(ck, mcfg)
+    return "ol", f"pretrained={run_dir}"

@@ -12,14 +12,16 @@ from pathlib import Path
 import torch
 
 from trainer.alignment import DIVERGENCES, PAIRINGS, SCHEDULES, SCOPES, TARGETS, Objective
+from olharness.export_hf import export
 from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_training_state, read_weights,
                                 recover_checkpoint)
 from trainer.config import RunConfig, validate
-from trainer.errors import OLHError
+from trainer.data.hf_tokenizer import HFTokenizer
+from trainer.errors import CheckpointError, OLHError
 from trainer.lifecycle import (RunFinished, RunLock, adopt_backend, check_out_dir, check_resume_state,
                                resume_config, resume_safe, summary_from_log)
 from trainer.models import CELLS, HEADS, MODELS, POSITIONAL, ROPE_SCALING, build_model, check_positions
-from trainer.models.hf import HF_ROPE
+from trainer.models.hf import HF_ROPE, HFCausalLM, load_config
 from trainer.reporters import REPORTERS
 from trainer.runtime import Runtime
 from trainer.synthetic import REPARAMS, TASKS
@@ -210,3 +212,37 @@ def adopt_architecture(cfg: RunConfig, ck: Path) -> RunConfig:
     if cfg.data.tokenizer:
         raise OLHError("--init_from takes the checkpoint's tokenizer; drop --tokenizer")
     return cfg
+
+
+def resolve_source(init_from: str, out: Path, is_main: bool, barrier) -> str:
+    """The HF model to start from. One of our own runs is accepted too: an arch=hf run continues
+    from its checkpoint/hf; a native decoder/rnn run is first exported with olharness.export_hf into
+    OUT/init_hf (custom code, so --trust_remote_code is needed to load it)."""
+    if not init_from:
+        raise OLHError("--arch hf needs --init_from DIR_OR_HUB_NAME (a Hugging Face causal LM)")
+    try:
+        ck = checkpoint_dir(init_from)
+        run_model = json.loads((ck / "config.json").read_text()).get("model")
+    except (CheckpointError, OSError, json.JSONDecodeError, AttributeError):
+        return str(init_from)  # an HF directory or a hub name
+    if not isinstance(run_model, dict) or "arch" not in run_model:
+        return str(init_from)
+    if run_model["arch"] == "hf":
+        return str(ck / "hf")
+    dest = Path(out) / "init_hf"
+    if is_main and not (dest / "config.json").exists():
+        export(ck, dest)
+    barrier()
+    return str(dest)
+
+
+def load_pretrained(cfg, out: Path, *, is_main: bool = True, barrier=lambda: None,
+                    ds_config: dict | None = None, dtype: torch.dtype = torch.float32):
+    """(HFCausalLM, HFTokenizer) for `--arch hf --init_from SOURCE`; the tokenizer travels with the
+    model so that checkpoints save both."""
+    source = resolve_source(cfg.train.init_from, out, is_main, barrier)
+    load_config(source, cfg.model.trust_remote_code)  # refuses custom code before anything runs it
+    tok = HFTokenizer.load(source, cfg.model.trust_remote_code)
+    model = HFCausalLM.load(source, cfg.model, cfg.data.seq_len, ds_config=ds_config, dtype=dtype)
+    model.tokenizer = tok
+    return model, tok

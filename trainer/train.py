@@ -37,10 +37,10 @@ from trainer.flags import build_parser, config_from_namespace
 from trainer.lifecycle import StopFlag, exit_code, resume_hint
 from trainer.metrics import MetricsLog
 from trainer.models import build_model
-from trainer.models.hf import load_pretrained
 from trainer.reporters import Reporters
 from trainer.runtime import Runtime, ds_config, full_state_dict, gather_objects, versions
-from trainer.start import Start, check_lengths, checked, prepare_tokenizer, pretrained, registry_choices, setup
+from trainer.start import (Start, check_lengths, checked, load_pretrained, prepare_tokenizer, pretrained,
+                           registry_choices, setup)
 from trainer.synthetic import objective as synthetic
 
 

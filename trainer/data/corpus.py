@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data import austen
+from trainer.data.austen import find_austen, read_rdata_rdb, split_austen
 from trainer.errors import DataError
 
 TEXT_FIELD = "text"
@@ -80,9 +80,9 @@ def load_corpus(spec: str = "austen", heldout_frac: float = 0.1, seed: int = 0) 
 
 
 def _load_austen(path: str | None) -> Corpus:
-    rdb = austen.find_austen(path)
-    books = austen.read_rdata_rdb(rdb)
-    train, heldout = austen.split_austen(books, source=str(rdb))
+    rdb = find_austen(path)
+    books = read_rdata_rdb(rdb)
+    train, heldout = split_austen(books, source=str(rdb))
     return Corpus("austen", list(train.values()), list(heldout.values()), list(heldout))
 
 

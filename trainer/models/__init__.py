@@ -37,17 +37,4 @@ def build_model(cfg):
     return HEADS.get(cfg.head)(MODELS.get(cfg.arch)(cfg), cfg)
 
 
-def lm_eval_model(run_dir) -> tuple[str, str]:
-    """(lm-eval model name, model_args) that score a trained run: `ol` on the run directory, unless
-    its family says otherwise (arch=hf: `hf-lsm` on the saved Hugging Face directory)."""
-    from trainer.checkpoint import checkpoint_dir
-    from trainer.config import RunConfig
-    ck = checkpoint_dir(run_dir)
-    mcfg = RunConfig.load(ck / "config.json").model
-    family = MODELS.get(mcfg.arch)
-    if hasattr(family, "lm_eval_args"):
-        return family.lm_eval_args(ck, mcfg)
-    return "ol", f"pretrained={run_dir}"
-
-
-__all__ = ["HEADS", "MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_model_config", "check_positions", "lm_eval_model"]
+__all__ = ["HEADS", "MODELS", "POSITIONAL", "ROPE_SCALING", "CELLS", "build_model", "check_model_config", "check_positions"]
