@@ -1,23 +1,13 @@
 """``olharness``: the ``lm_eval`` command line, unchanged, with our models and tasks available.
 
     olharness --model ol --model_args pretrained=RUN_DIR --tasks olh_lsm,olh_ppl_len
-    olharness run --model hf-lsm --model_args pretrained=gpt2 --tasks olh_lsm --metadata l_train=512 tokenizer=gpt2
     olharness ls tasks
 
-Before handing over to lm-eval's ``HarnessCLI`` it
-
-1. registers ``ol``, ``hf-lsm`` and ``hf-mid`` with lm-eval (``olharness.registration``);
-2. adds our ``tasks/`` folder to ``--include_path`` (after the user's own, if given);
-3. fills task metadata from ``--model_args pretrained=DIR`` when DIR is one of our run directories
-   (or an HF export of ours) and ``--metadata`` does not already set them: ``run_dir`` (ol runs),
-   ``l_train`` and ``tokenizer``. So length-scaled tasks (olh_lsm, olh_ppl_len, olh_mini_lc) need
-   no ``--metadata`` for our checkpoints.
-
-A user error prints one line, ``error: ...``, and exits with status 2: ours (``OLHError``: bad
-checkpoint, unknown metadata key), a model without ``lsm`` asked for ``olh_lsm``, and the
-``ValueError``s lm-eval raises while checking the command line (unknown task or model name, bad
-``--metadata`` JSON); ``--limit`` must be positive.
-"""
+Before handing over to lm-eval's ``HarnessCLI`` it registers our models, adds our ``tasks/`` folder to
+``--include_path``, and fills ``run_dir`` / ``l_train`` / ``tokenizer`` metadata from ``--model_args
+pretrained=DIR`` when DIR is one of our runs or exports, so length-scaled tasks need no ``--metadata``.
+A user error (ours, or a ValueError lm-eval raises while checking the command line) prints one
+``error: ...`` line and exits with status 2."""
 from __future__ import annotations
 
 import json

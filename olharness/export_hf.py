@@ -2,20 +2,12 @@
 
     python -m olharness.export_hf RUN_DIR OUT_DIR
     lm_eval --model hf --model_args pretrained=OUT_DIR,trust_remote_code=True --tasks ...
-    lm_eval --model hf-lsm ...   # via the olharness command, or with a task file, see README
 
-OUT_DIR holds ``config.json`` (``model_type: olh``, ``auto_map`` to the files below),
-``model.safetensors`` (our weights under the prefix ``olh.``), ``modeling_olh.py`` +
-``configuration_olh.py`` (``olharness/hf_template/``), ``olh_core.py`` (the trainer's model code,
-bundled verbatim from ``trainer/``: the export loads without this package installed, and computes
-exactly what ``ol`` computes), ``tokenization_olh.py`` + ``tokenizer.model`` (a sentencepiece
-tokenizer giving the trainer's token ids: no BOS, no added-token splitting).
-
-``max_position_embeddings`` (what lm-eval's ``hf`` takes as its context length) is set like ``ol``'s
-``max_length`` default: the learned-PE table size, else 8 x l_train. ``bos_token_id`` is EOS, the
-token that separated documents in training, so ``hf`` uses the same prefix for an empty context as
-``ol`` does.
-"""
+The directory holds our weights (prefix ``olh.``), ``olharness/hf_template/``'s config, model and
+tokenizer code, and ``olh_core.py``: the trainer's model code bundled verbatim, so the export loads
+without this package and computes exactly what ``ol`` computes. ``max_position_embeddings`` follows
+``ol``'s ``max_length`` default, and BOS is EOS (the document separator in training), so ``hf`` uses
+the same prefix for an empty context as ``ol``."""
 from __future__ import annotations
 
 import argparse

@@ -1,28 +1,13 @@
-"""Long-Short Misalignment (LSM) for lm-eval models, exact and approximate.
+"""Long-Short Misalignment (LSM) for lm-eval models, exact and approximate (docs/method.md).
 
-Exact metric (docs/method.md): for a text x and two suffix lengths l_short <= l_long (in the model's
-own tokens), ``D(g(x[-l_long:]), g(x[-l_short:]))`` where g is the next-token distribution at the
-last position and D a divergence of ``trainer.alignment.divergences`` (default ``sce``).
+``LSMMixin.lsm(requests)`` answers the custom request type ``lsm`` of the ``olh_lsm`` tasks:
+``(text, l_short, l_long[, options])`` -> ``{"lsm": D, "lsm_symkl": symmetric KL}``. A model gets it by
+mixing ``LSMMixin`` in and implementing ``_lsm_encode`` and ``_lsm_forward`` (``ol`` and ``hf-lsm``).
+``approx_divergences`` is ``olh_lsm_ll``'s loglikelihood-only approximation for any lm-eval model.
 
-* ``LSMMixin.lsm(requests)`` answers the custom request type ``lsm`` that the ``olh_lsm`` tasks
-  emit: ``Instance(request_type="lsm", arguments=(text, l_short, l_long[, options]))``. It returns
-  one ``{"lsm": D, "lsm_symkl": symmetric KL}`` dict of floats per request. ``options`` is a dict
-  with ``divergence`` and ``kl_direction``. A model class gets it by mixing ``LSMMixin`` in and
-  implementing ``_lsm_encode(text) -> ids`` and ``_lsm_forward(list of id lists) -> (B, V) logits
-  at each list's last position``. ``ol`` (``olharness.model.OLM``) and ``hf-lsm`` (``HFLSM`` below,
-  lm-eval's ``HFLM`` plus the mixin) do, so any Hugging Face causal or seq2seq LM is scored exactly.
-* ``approx_divergences`` is the loglikelihood-only approximation used by ``olh_lsm_ll``: the two
-  distributions are known only on a candidate set of continuations (from ``loglikelihood``
-  requests); the rest of the probability mass is pooled into one "other" outcome, and D is taken
-  over those K+1 outcomes. It runs on any lm-eval model (vLLM, APIs) and is *approximate*.
-
-For an ``hf`` model whose tokenizer adds BOS (Llama-style), each view is ``[BOS] + suffix``: the
-model never saw text without it. ``ol`` models are trained on windows cut anywhere in the token
-stream, so their views are the bare suffixes.
-
-This module imports only torch and ``trainer``; ``HFLSM`` is built on first access (PEP 562
-``__getattr__``) so importing ``olharness.lsm`` does not import transformers.
-"""
+For an ``hf`` model whose tokenizer adds BOS each view is ``[BOS] + suffix`` (it never saw text
+without it); ``ol`` models were trained on windows cut anywhere, so their views are bare suffixes.
+``HFLSM`` is built on first access (PEP 562 ``__getattr__``), so importing this does not import transformers."""
 from __future__ import annotations
 
 import math

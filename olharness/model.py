@@ -2,29 +2,13 @@
 
     lm_eval --model ol --model_args pretrained=RUN_DIR[,truncation=middle,max_length=N] ...
 
-A ``TemplateLM`` (lm-eval's tokenizing base class) on lm-eval's own ``Collator`` and rolling-window
-helpers, after ``lm_eval/models/huggingface.py`` but without its distributed/PEFT machinery:
-
-* ``backend`` is ``causal`` (decoder, rnn) or ``seq2seq`` (encdec), read from the checkpoint.
-  Seq2seq: the encoder reads the context, the decoder predicts the continuation from BOS.
-* Log-likelihoods: the network runs without its vocabulary head (``model(..., head=False)``) and the
-  head is applied only at the positions whose log-probabilities a request needs (a continuation of
-  8 tokens after a context of 500 costs 8 head rows, not 508).
-* ``max_length`` (tokens a request may use): the learned-PE table size when the model has one,
-  else ``8 * l_train`` (the longest context ``olh_ppl_len`` asks for); ``max_length=N`` overrides.
-* ``truncation``: over-long contexts keep their last tokens (``left``, lm-eval's default) or their
-  first and last halves (``middle``, THUDM LongBench; ``olharness.tokens.middle_truncate``).
-* ``device``: as the CLI passes it (default ``cuda:0``); CPU when that device is not available.
-  ``batch_size``: an int, a numeric string, or ``auto`` / ``auto:N`` (on a GPU the largest batch
-  from ``max_batch_size`` down that runs, by ``accelerate.find_executable_batch_size``; 16 on CPU).
-* ``generate_until``: greedy or sampling (``do_sample``, ``temperature``, ``top_k``, ``top_p``) with
-  stop sequences, one request at a time, decoding incrementally with the model's KV cache / RNN
-  state (each new token costs one one-token forward; stop strings are looked for in the tail).
-* ``lsm``: the exact Long-Short Misalignment request of ``olh_lsm`` (``olharness.lsm``).
-
-Tokens: the checkpoint's sentencepiece model, no BOS; documents were joined with EOS in training,
-so EOS is both the end-of-text token and the prefix of an empty context.
-"""
+A ``TemplateLM`` on lm-eval's own ``Collator`` and rolling-window helpers, after
+``lm_eval/models/huggingface.py`` without its distributed/PEFT machinery. Log-likelihoods run the
+network without its vocabulary head and apply the head only where a request needs log-probabilities
+(8 continuation tokens after 500 of context cost 8 head rows). ``max_length`` defaults to the
+learned-PE table size, else ``8 * l_train`` (the longest context ``olh_ppl_len`` asks for).
+Tokens: the checkpoint's sentencepiece model, no BOS; training joined documents with EOS, so EOS is
+also the prefix of an empty context."""
 from __future__ import annotations
 
 import logging

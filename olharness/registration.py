@@ -1,18 +1,10 @@
 """Make lm-eval 0.4.13 see our models and tasks.
 
-lm-eval 0.4.13 has no plugin discovery (``--include_path`` registers tasks only, never models), so:
-
-* ``register_models()`` puts lazy placeholders (``"module:Class"`` strings) for our models into
-  lm-eval's model registry. It first imports ``lm_eval.models``, which registers the built-in
-  models: ``get_model`` only does that when the registry is empty, so registering ours first would
-  make ``hf``/``dummy`` vanish. Nothing heavy is imported until a model is asked for by name.
-  ``import olharness`` calls it, so any task YAML that imports our code (``class: !function
-  olharness....``) registers ``ol`` before lm-eval builds the model (route 2 of the README).
-* ``TASKS_DIR`` is our ``tasks/`` folder, for ``--include_path`` / ``TaskManager(include_path=...)``.
-
-The ``lm_eval.models`` / ``lm_eval.tasks`` entry points in setup.py point here too; lm-eval 0.4.13
-ignores them, later versions may read them.
-"""
+lm-eval 0.4.13 has no plugin discovery (``--include_path`` registers tasks only), so
+``register_models()`` puts lazy ``"module:Class"`` placeholders into lm-eval's model registry, after
+importing ``lm_eval.models``: ``get_model`` fills the built-ins only into an empty registry, so
+registering ours first would make ``hf`` vanish. ``import olharness`` calls it, so a task YAML that
+imports our code registers ``ol`` before lm-eval builds the model."""
 from __future__ import annotations
 
 import os

@@ -1,29 +1,8 @@
-"""What the olh_lsm and olh_ppl_len tasks share: task metadata, reference tokenizer, documents.
+"""What our lm-eval tasks share: task metadata, reference tokenizer, held-out documents.
 
-Task metadata (``--metadata key=value ...`` or ``{"key": value}``; lm-eval also merges the
-``--model_args`` into it, so ``pretrained=RUN_DIR`` is seen too):
-
-``l_train``     training length in tokens (int). Else read from ``run_dir``, else from ``pretrained``
-                (an ``ol`` run directory, or an HF export of ours, whose config.json has it).
-``run_dir``     one of our run directories: gives ``l_train`` (``data.seq_len``) and the tokenizer.
-``tokenizer``   reference tokenizer for cutting texts into token spans: a sentencepiece ``.model``
-                file, a folder holding ``tokenizer.model``, or a Hugging Face tokenizer name/folder.
-                Else ``run_dir``'s, else ``pretrained``'s. It should be the scored model's tokenizer
-                (then lengths are exact); ``ol`` and our HF exports always find it themselves.
-``texts``       held-out documents: a ``.txt`` file (one document), a ``.jsonl`` file (one document per
-                row, field ``text``), a folder of them (recursive, sorted), or ``corpus:SPEC`` (the
-                held-out part of ``trainer.data.load_corpus(SPEC)``). Default: the held-out Austen
-                novels (Persuasion, Northanger Abbey; ``trainer.data.load_corpus("austen")``).
-``trust_remote_code`` (a model argument lm-eval merges in) lets an HF tokenizer folder run its own
-                code; nothing else does.
-``seed``        seed of every random draw of the task (default 1234).
-``n_docs``      number of task documents (LSM samples / PPL spans); defaults in each task.
-``divergence``  LSM divergence (``trainer.alignment.divergences``: sce, kl, sym_kl, js, l2; default sce).
-``kl_direction`` for ``divergence=kl``: long_short (default) or short_long.
-
-Any other key is an error listing these, except model arguments (lm-eval merges them in) and the
-keys other olharness task families read (``OTHER_TASK_KEYS``; add yours there).
-"""
+The metadata keys are ``METADATA_KEYS`` below (tasks/lsm/README.md has the details); lm-eval merges
+``--model_args`` into the metadata too, so ``pretrained=RUN_DIR`` is seen. Any other key is an error
+listing them, except model arguments and the keys of our other task families (``OTHER_TASK_KEYS``)."""
 from __future__ import annotations
 
 import inspect
@@ -38,10 +17,11 @@ from trainer.errors import DataError, OLHError
 log = logging.getLogger(__name__)
 
 METADATA_KEYS = {
-    "l_train": "training length in tokens",
+    "l_train": "training length in tokens (else from run_dir, else from pretrained: our run or HF export)",
     "run_dir": "run directory of ours (gives l_train and the tokenizer)",
-    "tokenizer": "reference tokenizer (sentencepiece .model, folder, or HF tokenizer name)",
-    "texts": "held-out texts (.txt, .jsonl with 'text', or a folder); default held-out Austen",
+    "tokenizer": "reference tokenizer (sentencepiece .model, folder, or HF tokenizer name; else run_dir's or "
+                 "pretrained's): the scored model's, so that lengths are exact",
+    "texts": "held-out texts: .txt, .jsonl with 'text', a folder of them, or corpus:SPEC; default held-out Austen",
     "seed": "seed of the task's random draws",
     "n_docs": "number of task documents",
     "divergence": "LSM divergence (sce, kl, sym_kl, js, l2)",

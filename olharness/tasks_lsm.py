@@ -1,28 +1,11 @@
-"""lm-eval tasks for Long-Short Misalignment: ``olh_lsm`` (exact, custom request) and ``olh_lsm_ll``
-(approximate, loglikelihood requests only). YAMLs in ``tasks/lsm/``.
+"""lm-eval tasks for Long-Short Misalignment: ``olh_lsm`` (exact, custom ``lsm`` request) and ``olh_lsm_ll``
+(approximate, loglikelihood requests only); tasks/lsm/README.md describes both.
 
-One task document = one sample of the metric's expectation (docs/method.md): a held-out text ending at a
-random token position, and two suffix lengths l1, l2 ~ U[lo * l_train, hi * l_train] (seeded, sorted
-so that l_short <= l_long). ``suffix_range: [lo, hi]`` in the YAML: [0.5, 1.0] is the paper's
-``olh_lsm``; ``olh_lsm_1x_2x`` / ``olh_lsm_2x_4x`` measure misalignment beyond the training length.
-Lengths and texts are cut with the reference tokenizer (``olharness.task_common``); the document's
-text holds ``2 * hi * l_train + 16`` tokens so a model with a different tokenizer still finds
-``l_long`` of its own tokens in it.
-
-``olh_lsm``: each document is one ``Instance(request_type="lsm", arguments=(text, l_short, l_long,
-{"divergence", "kl_direction"}))``; the model (``ol``, ``hf-lsm``: ``olharness.lsm.LSMMixin``)
-returns the divergence between its next-token distributions after the two suffixes. Metrics (lower
-is better, mean over documents): ``lsm`` (metadata ``divergence``, default sce) and ``lsm_symkl``
-(symmetric KL: SCE without its two entropy terms). The divergence scored is recorded in the task's
-metadata (``configs.<task>.metadata.divergence`` / ``kl_direction`` of lm-eval's results), so a report
-labels the column by what was scored. A model without ``lsm`` fails (lm-eval's AttributeError; the
-``olharness`` command turns it into one line naming the alternatives, ``olharness.cli``).
-
-``olh_lsm_ll`` (APPROXIMATE): for both suffixes, ``loglikelihood`` of each of K candidate
-continuations (the ``n_candidates`` most frequent reference tokens of the texts, plus the true next
-token); the rest of the mass is pooled into one outcome; metrics ``lsm_ll_approx`` and
-``lsm_ll_approx_symkl``. Runs on any lm-eval model; it is not the paper's metric.
-"""
+One document = one sample of the metric's expectation: a held-out text ending at a random token and
+two seeded suffix lengths in ``suffix_range`` x l_train, cut with the reference tokenizer
+(``olharness.task_common``). The text holds ``2 * hi * l_train + 16`` tokens, so a model with another
+tokenizer still finds ``l_long`` of its own tokens. The divergence scored is recorded in the task's
+metadata, so a report labels the column by what was scored."""
 from __future__ import annotations
 
 import math

@@ -1,14 +1,5 @@
 """Token-list helpers of the model adapters (``ol``, ``hf-lsm``, ``hf-mid``): batch padding and
-LongBench's middle truncation.
-
-THUDM's LongBench ``pred.py`` keeps the start of an over-long prompt (instructions, start of the
-document) and its end (question, answer cue) and drops the middle::
-
-    half = int(max_length / 2)
-    prompt = decode(ids[:half]) + decode(ids[-half:])
-
-:func:`middle_truncate` does the same on token ids, without the decode/re-encode round trip.
-"""
+LongBench's middle truncation (THUDM ``pred.py`` keeps ``ids[:half] + ids[-half:]``, on decoded text)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

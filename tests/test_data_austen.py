@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 
 from trainer.data import austen
-from trainer.data.austen import (
-    compress_chunk,
-    find_austen,
-    read_rdata_rdb,
-    serialize_strsxp,
-    split_austen,
-    write_rdata_rdb,
-)
+from tests.rdata_writer import compress_chunk, serialize_strsxp, write_rdata_rdb
+from trainer.data.austen import find_austen, read_rdata_rdb, split_austen
 from trainer.errors import DataError
 
 FIXTURE = Path(__file__).parent / "assets" / "austen" / "Rdata.rdb"

@@ -1,18 +1,10 @@
-"""Ablation runner: train every cell of a grid, score each checkpoint (lm-eval; every test length for a
-synthetic task), collect one table (results.jsonl, trainer/results.py) and the report.
+"""Ablation runner: train every cell of a grid, score each checkpoint, collect results.jsonl and the report.
 
-    python -m trainer.ablate grids/alpha.yaml                 # train + evaluate every cell, then report
-    python -m trainer.ablate grids/alpha.yaml --jobs 2        # two cells at a time
-    python -m trainer.ablate grids/alpha.yaml --dry_run       # list the cells and exit
-    python -m trainer.ablate grids/alpha.yaml --report_only   # rebuild the report from results.jsonl
+    python -m trainer.ablate grids/alpha.yaml [--jobs 2 | --dry_run | --report_only]
 
-The spec format is in trainer/spec.py (and `--help`).
-
-Each cell is keyed by a hash of its settings that differ from the defaults (trainer/spec.py: cell_id):
-a finished cell (its line in results.jsonl) is skipped, a cell with a checkpoint but no result is
-evaluated, and an interrupted training resumes from its last checkpoint, so rerunning the same command
-after a crash continues the grid.
-"""
+The spec format is in trainer/spec.py. A cell is keyed by a hash of its non-default settings: a
+finished cell is skipped, a trained one is evaluated, an interrupted one resumes from its checkpoint,
+so rerunning the same command after a crash continues the grid."""
 from __future__ import annotations
 
 import argparse

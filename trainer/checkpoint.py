@@ -1,22 +1,13 @@
 """Checkpoints: safetensors weights + config + tokenizer + trainer state, written atomically.
 
-Layout of RUN_DIR/checkpoint/ (also what `load_model` and the lm-eval `ol` model read):
-    config.json          the RunConfig the weights were trained with
-    tokenizer.model      sentencepiece model
-    model.safetensors    full (gathered) weights, fp32
-    trainer_state.json   step, sampler state, versions
-    rng.safetensors      torch CPU RNG state and the l_extra generator state
-    optimizer.pt         plain-torch optimizer + scheduler state (tensors only: read with weights_only=True)
-    ds/                  DeepSpeed's own checkpoint instead of optimizer.pt when trained with --deepspeed
-    hf/                  arch=hf only: the Hugging Face model directory (save_pretrained: weights, config
-                         with the RoPE extension, tokenizer) that lm-eval's hf / hf-lsm / hf-mid load;
-                         there is no tokenizer.model then (the model's own tokenizer is in hf/)
+RUN_DIR/checkpoint/ holds config.json, tokenizer.model, model.safetensors (gathered fp32 weights),
+trainer_state.json (step, sampler state, versions), rng.safetensors, optimizer.pt (plain torch; tensors
+only, read with weights_only=True) or ds/ (DeepSpeed's own), and for arch=hf hf/ (save_pretrained
+weights, config and tokenizer, what lm-eval's hf models load) instead of tokenizer.model.
 
-A save writes RUN_DIR/checkpoint.tmp/ (trainer_state.json last, after every other file is synced),
-then renames checkpoint/ -> checkpoint.old/ and checkpoint.tmp/ -> checkpoint/, then deletes
-checkpoint.old/. A kill at any point leaves one of the states `recover_checkpoint` repairs at the next
-start: it keeps the newest complete checkpoint and deletes the rest.
-"""
+A save writes checkpoint.tmp/ (trainer_state.json last), renames checkpoint/ -> checkpoint.old/ and
+checkpoint.tmp/ -> checkpoint/, then deletes checkpoint.old/; whatever a kill leaves,
+`recover_checkpoint` keeps the newest complete checkpoint at the next start."""
 from __future__ import annotations
 
 import json

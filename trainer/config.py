@@ -1,12 +1,7 @@
 """Typed run configuration and named presets (the command line that overrides them: trainer/flags.py).
 
-A run is described by one ``RunConfig`` made of four sections. Field names are unique across
-sections, so every field is settable on the command line as ``--field value`` regardless of its
-section. The whole config is saved as ``config.json`` beside every checkpoint; ``RunConfig.load``
-reads it back, so a run is reproducible from that file and its seed.
-
-    cfg = preset("tiny"); cfg.set("alpha", "0")
-"""
+Field names are unique across the four sections, so each is settable as ``--field value``. The whole
+config is saved as ``config.json`` beside every checkpoint; ``RunConfig.load`` reads it back."""
 from __future__ import annotations
 
 import dataclasses
@@ -295,11 +290,6 @@ def baselines() -> dict:
     """{field: its baseline value} (see the top of this file)."""
     return {k: f.metadata["baseline"] for k, (_, f) in FIELD_INDEX.items() if "baseline" in f.metadata}
 
-
-def resume_conflicts(cfg: "RunConfig", saved: "RunConfig") -> list[str]:
-    """Fields that --resume may not change but `cfg` sets differently from the checkpoint's `saved`."""
-    return [k for k, (sec, _) in FIELD_INDEX.items()
-            if not resumable(k) and getattr(getattr(cfg, sec), k) != getattr(getattr(saved, sec), k)]
 
 
 def hashed_fields(cfg: "RunConfig") -> dict:

@@ -1,11 +1,6 @@
-"""Model FLOPs per training step and model FLOPs utilisation (MFU).
-
-Counts the matmuls of the forward pass (2 FLOPs per multiply-add) and triples them for forward +
-backward, as in the PaLM paper's appendix B: 6 FLOPs per parameter per token, plus attention's two
-T x T products (counted in full, causal or not). Embedding lookups, norms and activations are left
-out, so MFU is comparable with other trainers' numbers. The peak comes from --peak_tflops or, on a
-GPU, from PEAK_BF16_TFLOPS (dense bf16 tensor-core figures from the vendors' data sheets).
-"""
+"""Model FLOPs per training step and MFU: 6 FLOPs per parameter per token plus attention's two T x T
+products (PaLM, appendix B); embeddings, norms and activations are left out, as other trainers do.
+The peak is --peak_tflops or, on a GPU, PEAK_BF16_TFLOPS (vendors' dense bf16 figures)."""
 from __future__ import annotations
 
 import torch

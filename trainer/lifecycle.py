@@ -1,14 +1,5 @@
-"""Run-level safety of a training run: where it may write, whether it resumes, how it stops.
-
-- `check_out_dir`: --out must be a directory we can create and own (not a file, not /proc, /sys, /dev).
-- `resume_config`: `--resume --out DIR` takes the run's own saved config; flags given with it may only
-  change fields marked resume-safe.
-- `check_resume_state`: a checkpoint's trainer_state.json / rng / optimizer.pt are checked before
-  use, so a corrupt file is one clear line, not a traceback halfway through loading.
-- `StopFlag`: SIGINT/SIGTERM (also during start-up, also under the `deepspeed` launcher) ask the loop to
-  stop; every rank agrees on the stop step through one all-reduce per step, the loop writes one
-  checkpoint, and the process exits 130 (SIGINT) or 143 (SIGTERM) as shells expect.
-"""
+"""Run-level safety of a training run: where it may write, whether and how it resumes, how it stops
+(SIGINT/SIGTERM: every rank agrees on the stop step, one checkpoint is written, exit 130 or 143)."""
 from __future__ import annotations
 
 import fcntl

@@ -1,14 +1,8 @@
-"""Name -> object registries for every ablation axis.
-
-A registry maps a string from the config/CLI to a function or class. Unknown names fail with the list
-of valid ones. A name may carry one argument after a colon (``first_frac:0.1``); entries registered
-with ``takes_arg=True`` receive it as a string.
-
-Adding a variant is one decorated function::
+"""Name -> object registries for every ablation axis. Unknown names fail listing the valid ones; a name
+may carry one argument after a colon (``first_frac:0.1``) for entries registered with ``takes_arg=True``.
 
     @DIVERGENCES.register("hellinger", help="Hellinger distance on probabilities")
-    def hellinger(p_logits, q_logits): ...
-"""
+    def hellinger(lp, lq): ..."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,8 +1,5 @@
-"""Metric sinks beside metrics.jsonl, chosen with --report_to (comma-separated names).
-
-An entry is a class built with (run directory, config dict) that takes each logged row (a dict of
-numbers, `step` included) in `log` and is closed at the end of the run. Only rank 0 reports.
-"""
+"""Metric sinks beside metrics.jsonl (--report_to): classes built with (run directory, config dict) that
+`log` each row and are closed at the end. Only rank 0 reports."""
 from __future__ import annotations
 
 import csv

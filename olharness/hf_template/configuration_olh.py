@@ -1,9 +1,5 @@
-"""Configuration of an olharness checkpoint exported to Hugging Face format (``model_type: olh``).
-
-``olh_model`` holds the trainer's ``ModelConfig`` fields (arch, pe, d_model, ...) unchanged;
-``olh_seq_len`` is the training length l_train; ``max_position_embeddings`` is the context length
-lm-eval's ``hf`` model uses (the same default as our ``ol`` model).
-"""
+"""Configuration of an exported checkpoint (``model_type: olh``): ``olh_model`` holds the trainer's
+``ModelConfig`` fields, ``olh_seq_len`` the training length."""
 from transformers import PretrainedConfig
 
 

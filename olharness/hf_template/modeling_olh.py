@@ -1,10 +1,5 @@
-"""An olharness decoder (or RNN) checkpoint as a transformers ``PreTrainedModel``.
-
-The network is the trainer's own code (``olh_core.py``, bundled from ``trainer/`` at export time), so
-the logits equal those of ``lm_eval --model ol`` on the same weights. Generation recomputes the
-whole prefix at every step (no KV cache through transformers' cache API); ``attention_mask`` with
-padding is honoured by running each row on its unpadded tokens.
-"""
+"""An exported decoder (or RNN) as a transformers ``PreTrainedModel`` on the trainer's own code
+(``olh_core.py``), so its logits equal ``ol``'s. Generation recomputes the whole prefix at each step."""
 from types import SimpleNamespace
 
 import torch

@@ -1,8 +1,5 @@
-"""The olharness sentencepiece tokenizer for transformers: token ids identical to the trainer's.
-
-Every string is encoded by sentencepiece directly (no added-token splitting, no BOS/EOS added, no
-whitespace clean-up on decode), exactly as ``trainer.data.Tokenizer`` does.
-"""
+"""Our sentencepiece tokenizer for transformers: the trainer's token ids (no added-token splitting, no
+BOS/EOS added, no whitespace clean-up on decode)."""
 import os
 import shutil
 

@@ -1,15 +1,9 @@
 """``hf-mid``: lm-eval's ``hf`` model with LongBench's middle truncation of generation prompts.
 
-lm-eval's ``hf`` cuts an over-long generation prompt from the **left**, which drops LongBench's
-instructions; ``hf-mid`` keeps its first and last halves (``olharness.tokens.middle_truncate``), like
-THUDM ``pred.py``. Everything else is ``HFLM``'s. Prompt budget (tokens kept, specials included):
-``max_length - max_gen_toks`` of the request by default (prompt plus output fit the context), or
-``prompt_budget=N`` for every task, as THUDM's ``model2maxlen`` (3500 for a 4k Llama-2; a warning
-when ``N + max_gen_toks`` exceeds ``max_length``). THUDM decodes both halves and re-encodes them; we
-keep the ids (the same up to re-tokenisation at the seam). For exact parity with THUDM use also
-``batch_size=1`` and no chat template; THUDM forbids a newline as the first samsum token, lm-eval's
-stop string does not (such a row scores 0 here). tasks/longbench_e/README.md has the commands.
-"""
+lm-eval's ``hf`` cuts an over-long prompt from the left, which drops LongBench's instructions;
+``hf-mid`` keeps the first and last halves, like THUDM ``pred.py`` (we keep the ids instead of
+re-encoding decoded halves). Budget: ``max_length - max_gen_toks``, or ``prompt_budget=N`` (THUDM's
+``model2maxlen``). Exact parity also needs ``batch_size=1``; see tasks/longbench_e/README.md."""
 
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
 """Reading and validating LongBench rows (THUDM ``data.zip`` layout: one ``<dataset>_e.jsonl`` each).
 
-Where the files come from, first match wins:
-
-1. task metadata ``longbench_dir`` (``--metadata '{"longbench_dir": "/path/to/data"}'``): a folder
-   holding ``qasper_e.jsonl``, ``hotpotqa_e.jsonl``, ... (unzip THUDM's ``data.zip`` there), or the
-   word ``hub``: download ``data.zip`` from the hub dataset ``THUDM/LongBench`` (needs the network);
-2. the environment variable ``OLH_LONGBENCH_DIR`` (same meaning);
-3. otherwise the tiny offline fixtures of this repository (``tests/assets/longbench``), with a loud
-   warning: fixture scores are smoke tests, not LongBench-E results.
-
-Every row is checked against THUDM's schema; a bad row raises ``DataError`` naming file, line and
-field.
-"""
+From task metadata ``longbench_dir`` (a folder, or ``hub`` to download THUDM's ``data.zip``), else
+``$OLH_LONGBENCH_DIR``, else this repository's tiny fixtures with a loud warning (a smoke test, not
+LongBench-E results). A bad row raises ``DataError`` naming file, line and field."""
 
 from __future__ import annotations
 
@@ -140,9 +131,7 @@ def resolve_data_dir(metadata: dict | None) -> tuple[Path, str]:
             return _hub_dir(), "hub"
         path = Path(str(value)).expanduser()
         if not path.is_dir():
-            raise DataError(
-                f"longbench_dir {path} is not a directory (expected THUDM's unzipped data/ folder)"
-            )
+            raise DataError(f"longbench_dir {path} is not a directory (expected THUDM's unzipped data/ folder)")
         return path, "dir"
     if not FIXTURE_DIR.is_dir():
         raise DataError(

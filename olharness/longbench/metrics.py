@@ -1,38 +1,8 @@
 """LongBench metrics, written from THUDM's definitions (LongBench v1 ``metrics.py``/``eval.py``).
 
-Every function takes ``(prediction, ground_truth, **kwargs)`` and returns a float in [0, 1]; the
-row score is the max over the gold answers (:func:`score_row`). Definitions, including the quirks
-that exact parity with THUDM's published numbers requires:
-
-``qa_f1_score``
-    SQuAD normalisation (lowercase, drop ``string.punctuation``, drop the words a/an/the, collapse
-    whitespace), then bag-of-tokens F1. Two empty strings score 0 (not 1 as in SQuAD).
-``rouge_score``
-    ROUGE-L F of the PyPI package ``rouge`` (``Rouge().get_scores([pred], [gold], avg=True)``), not
-    Google's ``rouge-score``. The package splits on ``"."`` into sentences, so a prediction with no
-    text between periods raises and scores 0; any exception scores 0. Its LCS back-tracking is
-    recursive: a sentence pair longer than about 1000 words together raises ``RecursionError`` in
-    THUDM's ``eval.py`` (hence 0). We reproduce that: the call runs with the same recursion headroom
-    as in ``eval.py`` (:data:`THUDM_ROUGE_HEADROOM`), whatever our own stack depth.
-``classification_score``
-    Classes of ``all_classes`` that occur in the prediction; then, iterating over that list while
-    removing from it (THUDM's loop, which skips the element after each removal), drop classes that
-    are substrings of the gold label but not equal to it; ``1/len(list)`` if the gold label is left
-    in the list, else 0.
-``count_score``
-    Fraction of the integers (``\\d+``) in the prediction that equal the gold count; 0 if none.
-``retrieval_score``
-    Gold id from ``Paragraph (\\d+)`` in the gold answer; fraction of integers in the prediction
-    equal to it; 0 if none.
-``code_sim_score``
-    After ``lstrip("\\n")``, the first line with none of the characters/strings ``` ` ```, ``#``,
-    ``//`` (empty string if every line has one), then ``fuzz.ratio(line, gold) / 100``.
-
-``fuzz.ratio`` is fuzzywuzzy's pure-Python path (``difflib.SequenceMatcher``, autojunk on, result
-``int(round(100 * ratio))`` with banker's rounding; 100 when both strings are equal, 0 when one is
-empty), which is what THUDM's requirements (``fuzzywuzzy`` without ``python-Levenshtein``) run. We
-call ``difflib`` directly so that installing ``python-Levenshtein`` (which changes fuzzywuzzy's
-numbers) cannot change ours; ``tests/test_longbench_metrics.py`` checks equality with fuzzywuzzy.
+Every function takes ``(prediction, ground_truth, **kwargs)`` and returns a float in [0, 1]; the row
+score is the max over the gold answers (:func:`score_row`). Each function's docstring names the quirks
+that exact parity with THUDM's published numbers requires; tests/test_longbench_metrics.py checks them.
 """
 
 from __future__ import annotations
@@ -53,8 +23,7 @@ _PARAGRAPH_ID = re.compile(r"Paragraph (\d+)")
 
 # ------------------------------------------------------------------------------------------ QA F1
 def normalize_answer(s: str) -> str:
-    """Lowercase, drop punctuation, drop the articles a/an/the, collapse whitespace (in that
-    order, as SQuAD and THUDM do)."""
+    """SQuAD's: lowercase, drop punctuation, drop the articles a/an/the, collapse whitespace (in that order)."""
     s = s.lower()
     s = "".join(ch for ch in s if ch not in _PUNCT)
     s = _ARTICLES.sub(" ", s)
@@ -71,7 +40,7 @@ def _token_f1(pred_tokens: Sequence[str], gold_tokens: Sequence[str]) -> float:
 
 
 def qa_f1_score(prediction: str, ground_truth: str, **kwargs) -> float:
-    """Token-bag F1 after :func:`normalize_answer`."""
+    """Token-bag F1 after :func:`normalize_answer`; two empty strings score 0 (not 1 as in SQuAD)."""
     return _token_f1(normalize_answer(prediction).split(), normalize_answer(ground_truth).split())
 
 
@@ -104,7 +73,9 @@ def _get_rouge():
 
 
 def rouge_score(prediction: str, ground_truth: str, **kwargs) -> float:
-    """ROUGE-L F1 of the ``rouge`` package; 0.0 when it raises (see module docstring)."""
+    """ROUGE-L F of the PyPI package ``rouge`` (not Google's ``rouge-score``); 0.0 when it raises, as in
+    THUDM's bare ``except``: it splits sentences on ".", so a prediction of only periods raises, and its
+    recursive LCS raises RecursionError on long pairs, reproduced by running with eval.py's headroom."""
     rouge = _get_rouge()
     with _rouge_lock:
         old_limit = sys.getrecursionlimit()
@@ -122,7 +93,8 @@ def rouge_score(prediction: str, ground_truth: str, **kwargs) -> float:
 
 # --------------------------------------------------------------------------------- classification
 def classification_score(prediction: str, ground_truth: str, **kwargs) -> float:
-    """THUDM's classification score, including its remove-while-iterating loop."""
+    """1/len(matches) if the gold label is among the classes found in the prediction (after THUDM's
+    remove-while-iterating loop drops substrings of the gold label), else 0."""
     all_classes = kwargs["all_classes"]
     matches = [name for name in all_classes if name in prediction]
     # Deliberately iterate over the list being modified: after a removal the next element is
@@ -158,7 +130,8 @@ def retrieval_score(prediction: str, ground_truth: str, **kwargs) -> float:
 
 # ------------------------------------------------------------------------------------------- code
 def fuzz_ratio(s1: str, s2: str) -> int:
-    """fuzzywuzzy 0.18 ``fuzz.ratio`` on its pure-Python (difflib) backend."""
+    """fuzzywuzzy 0.18 ``fuzz.ratio`` on its pure-Python (difflib) backend, what THUDM's requirements run;
+    calling difflib ourselves keeps python-Levenshtein (other numbers) out."""
     if s1 is None or s2 is None:
         return 0
     if s1 == s2:
@@ -182,22 +155,13 @@ def code_sim_score(prediction: str, ground_truth: str, **kwargs) -> float:
 
 
 # ----------------------------------------------------------------------------------- per dataset
+#: metric of each LongBench-E dataset (base names, without ``_e``)
 DATASET2METRIC: dict[str, Callable[..., float]] = {
-    "qasper": qa_f1_score,
-    "multifieldqa_en": qa_f1_score,
-    "hotpotqa": qa_f1_score,
-    "2wikimqa": qa_f1_score,
-    "gov_report": rouge_score,
-    "multi_news": rouge_score,
-    "trec": classification_score,
-    "triviaqa": qa_f1_score,
-    "samsum": rouge_score,
-    "passage_count": count_score,
-    "passage_retrieval_en": retrieval_score,
-    "lcc": code_sim_score,
-    "repobench-p": code_sim_score,
+    **dict.fromkeys(["qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "triviaqa"], qa_f1_score),
+    **dict.fromkeys(["gov_report", "multi_news", "samsum"], rouge_score),
+    "trec": classification_score, "passage_count": count_score, "passage_retrieval_en": retrieval_score,
+    "lcc": code_sim_score, "repobench-p": code_sim_score,
 }
-"""Metric of each LongBench-E dataset (base names, without ``_e``)."""
 
 #: datasets whose prediction is cut to its first line before scoring (THUDM also lists ``lsht``).
 FIRST_LINE_DATASETS = frozenset({"trec", "triviaqa", "samsum"})
@@ -208,13 +172,8 @@ def first_line(prediction: str) -> str:
     return prediction.lstrip("\n").split("\n")[0]
 
 
-def score_row(
-    metric: Callable[..., float],
-    prediction: str,
-    answers: Iterable[str],
-    all_classes: Sequence[str] | None = None,
-    first_line_only: bool = False,
-) -> float:
+def score_row(metric: Callable[..., float], prediction: str, answers: Iterable[str],
+              all_classes: Sequence[str] | None = None, first_line_only: bool = False) -> float:
     """One row's score: optional first-line cut, then the max of ``metric`` over the gold answers
     (starting from 0.0, as THUDM does)."""
     if first_line_only:

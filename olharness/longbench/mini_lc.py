@@ -1,19 +1,9 @@
 """olh mini long-context suite: LongBench-style tasks sized for small models trained on our corpus.
 
-**Our own suite, not LongBench**: LongBench's row schema (``input, context, answers, length, dataset,
-language, all_classes, _id``) and metric code, our prompts, rows generated deterministically (seeded)
-from held-out text (default: the held-out Austen novels). Three datasets, each at prompt lengths of 1x,
-2x, 4x and 8x the training length ``l_train`` (``length`` = prompt tokens in the reference tokenizer,
-else whitespace words; a row of bucket ``Mx`` has ``M/2 * l_train < length <= M * l_train``):
-``mini_passage_retrieval`` (which numbered paragraph holds this excerpt; retrieval score),
-``mini_passage_count`` (how many distinct paragraphs; count score) and ``mini_passkey`` (a five-digit
-key hidden at a random depth; count score). Prompts, answers and chance levels: tasks/mini_lc/README.md.
-
-The likelihood-scored multiple-choice twin (``olh_mini_lc_mc``, ``olharness.longbench.task``) scores the same
-rows by the loglikelihood of up to ``MC_K = 4`` continuations (`` 3``, `` 48213``), drawn from
-``random.Random(f"{seed}:mc:{_id}")``, plus a calibrated accuracy against the same prompt with an
-empty context (:func:`render_prompt_without_context`), which cancels the model's prior over answers.
-"""
+Our own suite, not LongBench: LongBench's row schema and metric code, our prompts, rows generated
+(seeded) from held-out text at prompt lengths of 1x, 2x, 4x and 8x ``l_train`` (a row of bucket
+``Mx`` has ``M/2 * l_train < length <= M * l_train``). Datasets, prompts, answers, chance levels and
+the likelihood-scored multiple-choice twin: tasks/mini_lc/README.md."""
 
 from __future__ import annotations
 

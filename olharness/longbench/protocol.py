@@ -1,12 +1,8 @@
 """The LongBench-E protocol of THUDM/LongBench (v1): datasets, prompts, budgets, buckets, scoring.
 
-The prompt templates and generation budgets are THUDM's own files (``data/dataset2prompt.json``,
-``data/dataset2maxlen.json``, MIT licence in ``data/LICENSE-THUDM-LongBench``), copied unchanged.
-
-:func:`scorer_e` reproduces THUDM ``eval.py --e`` on a list of predictions, so prediction files made
-elsewhere (e.g. THUDM's own ``pred_e/<model>/<dataset>.jsonl``) can be re-scored with our metrics:
-``python -m olharness.longbench.protocol PRED_DIR``.
-"""
+Prompts and budgets are THUDM's files (``data/``, MIT licence in ``data/LICENSE-THUDM-LongBench``).
+:func:`scorer_e` reproduces ``eval.py --e``, so predictions made elsewhere can be re-scored:
+``python -m olharness.longbench.protocol PRED_DIR``."""
 
 from __future__ import annotations
 

@@ -1,19 +1,9 @@
 """lm-eval task classes for LongBench-E (THUDM protocol) and the olh mini long-context suite.
 
-``ConfigurableTask`` subclasses used from YAML through ``class: !function ...``; the YAML names the
-dataset (``dataset_name: qasper_e`` / ``mini_passkey``), the rest (prompt, greedy budget, stop
-strings, metrics) comes from ``protocol`` / ``mini_lc`` unless the YAML sets it. Metrics (x100, like
-THUDM): ``score`` over all rows and ``score_<bucket>`` per length bucket (LongBench-E ``0-4k``,
-``4-8k``, ``8k+`` by the row's word count; mini suite ``1x`` .. ``8x`` of ``l_train``); an empty
-bucket is NaN (THUDM's ``np.mean([])``) and so is its group value, never averaged silently.
-``process_results`` returns ``(bucket, score)`` pairs; each bucket's aggregation keeps its own.
-
-The mini suite's likelihood-scored multiple-choice twin (``MiniLCMCTask``, ``tasks/mini_lc/*_mc*``)
-reports fractions: ``acc`` (highest summed loglikelihood, ties to the first choice), ``acc_calib``
-(the choice whose loglikelihood the context raises most over the same prompt with an empty
-context: cancels the model's prior over the answer strings), each also per bucket, and ``chance``
-(mean of ``1 / number of choices``). Metrics by task: tasks/longbench_e/README.md, tasks/mini_lc/README.md.
-"""
+``ConfigurableTask`` subclasses used from YAML (``class: !function ...``); the YAML names the dataset,
+the rest comes from ``protocol`` / ``mini_lc`` unless the YAML sets it. Scores are x100 like THUDM's,
+overall and per length bucket; an empty bucket is NaN (THUDM's ``np.mean([])``), never averaged away.
+Metrics by task: tasks/longbench_e/README.md, tasks/mini_lc/README.md."""
 
 from __future__ import annotations
 
@@ -23,6 +13,7 @@ import re
 from collections.abc import Callable
 
 import datasets
+import numpy as np
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
@@ -38,18 +29,19 @@ def _agg_all(items) -> float:
     return protocol.bucket_mean([float(x) for x in items])
 
 
-def _make_bucket_agg(bucket: str) -> Callable:
+def _bucket_agg(bucket: str, scale: float = 100.0) -> Callable:
+    """``scale * mean`` over the rows of one bucket (``process_results`` gives (bucket, score) pairs); NaN
+    if there are none."""
     def agg(items) -> float:
-        return protocol.bucket_mean([s for b, s in items if b == bucket])
+        vals = [float(s) for b, s in items if b == bucket]
+        return float(scale * np.mean(vals)) if vals else float("nan")
 
-    agg.__name__ = agg.__qualname__ = f"agg_bucket_{bucket}"
-    agg.__doc__ = f"``100 * mean`` over the rows of bucket {bucket!r}; NaN if there are none."
+    agg.__name__ = agg.__qualname__ = f"agg_{'score' if scale == 100 else 'acc'}_bucket_{bucket}"
     return agg
 
 
 AGGREGATIONS: dict[str, Callable] = {"score": _agg_all}
-for _b in (*protocol.BUCKETS, *mini_lc.BUCKETS):
-    AGGREGATIONS[f"score_{_b}"] = _make_bucket_agg(_b)
+AGGREGATIONS |= {f"score_{b}": _bucket_agg(b) for b in (*protocol.BUCKETS, *mini_lc.BUCKETS)}
 
 
 def _metric_list(buckets) -> list[dict]:
@@ -98,11 +90,7 @@ class _LongStyleTask(ConfigurableTask):
 
 
 class LongBenchETask(_LongStyleTask):
-    """One LongBench-E dataset, THUDM protocol (``olharness.longbench.protocol``).
-
-    Data: metadata ``longbench_dir`` (THUDM ``data/`` folder or ``hub``), else ``OLH_LONGBENCH_DIR``,
-    else the offline fixtures (with a warning). See ``olharness.longbench.loading``.
-    """
+    """One LongBench-E dataset, THUDM protocol; data as ``olharness.longbench.loading`` finds it."""
 
     BUCKETS = protocol.BUCKETS
 
@@ -127,12 +115,7 @@ class LongBenchETask(_LongStyleTask):
 
 
 class MiniLCTask(_LongStyleTask):
-    """One dataset of the olh mini long-context suite (ours, not LongBench; see ``mini_lc``).
-
-    Metadata: ``l_train`` (or ``run_dir`` / ``pretrained`` of one of our runs), ``texts``,
-    ``mini_lc_tokenizer`` (or ``tokenizer`` / ``run_dir`` / ``pretrained``), ``mini_lc_seed``,
-    ``mini_lc_n``, ``mini_lc_para_tokens``; see ``mini_lc.load_mini_rows``.
-    """
+    """One dataset of the olh mini long-context suite; metadata as ``mini_lc.load_mini_rows`` reads it."""
 
     BUCKETS = mini_lc.BUCKETS
 
@@ -164,18 +147,10 @@ _PARA_LABEL = re.compile(r"(?:^|\n\n)Paragraph (\d+): ")
 
 
 def mc_choices(row: dict, seed: int, k: int = MC_K) -> tuple[list[str], int]:
-    """``(choices, gold)`` of one row for likelihood scoring: continuations of the prompt, each
-    starting with a space (`` 3``, `` 48213``), in a seeded random order; ``choices[gold]`` is the
-    answer, which occurs exactly once. Deterministic in ``(seed, row["_id"], row)``.
-
-    - ``mini_passage_retrieval``: the gold paragraph number and ``k - 1`` others drawn uniformly
-      from the row's paragraphs (all of them when there are fewer than ``k``; chance ``1/#choices``).
-    - ``mini_passage_count``: the ``k`` consecutive integers ``lo .. lo + k - 1`` holding the gold
-      count at a uniform position, moved up so that ``lo >= 1``.
-    - ``mini_passkey``: the key, a near miss (the key with one digit changed; position and new digit
-      uniform, no leading zero) and ``k - 2`` uniform random five-digit keys; no distractor occurs in
-      the prompt.
-    """
+    """``(choices, gold)`` of one row: continuations starting with a space (`` 3``), in a seeded order,
+    the answer exactly once. Retrieval: the gold paragraph and k - 1 others of the row; count: k
+    consecutive integers >= 1 holding the gold count; passkey: the key, a one-digit near miss and
+    random five-digit keys absent from the prompt (tasks/mini_lc/README.md)."""
     d = row["dataset"]
     rng = random.Random(f"{seed}:mc:{row['_id']}")
     if d == "mini_passage_retrieval":
@@ -218,17 +193,7 @@ def _mean(items) -> float:
     return sum(items) / len(items) if items else float("nan")
 
 
-def _make_mc_bucket_agg(bucket: str) -> Callable:
-    def agg(items) -> float:
-        vals = [float(s) for b, s in items if b == bucket]
-        return sum(vals) / len(vals) if vals else float("nan")
-
-    agg.__name__ = agg.__qualname__ = f"agg_acc_bucket_{bucket}"
-    agg.__doc__ = f"Accuracy over the rows of bucket {bucket!r}; NaN if there are none."
-    return agg
-
-
-MC_AGGREGATIONS: dict[str, Callable] = {f"acc_{b}": _make_mc_bucket_agg(b) for b in mini_lc.BUCKETS}
+MC_AGGREGATIONS: dict[str, Callable] = {f"acc_{b}": _bucket_agg(b, 1.0) for b in mini_lc.BUCKETS}
 
 
 def _mc_metric_list(buckets) -> list[dict]:
@@ -246,16 +211,9 @@ def _argmax(values: list[float]) -> int:
 
 
 class MiniLCMCTask(MiniLCTask):
-    """Likelihood-scored multiple-choice twin of one mini dataset (``olh_mini_lc_mc_*``).
-
-    The same rows, prompts and metadata as :class:`MiniLCTask`; each row gets seeded choices
-    (:func:`mc_choices`: continuations starting with a space, the gold one exactly once) stored
-    in the columns ``choices`` and ``gold``. Requests (lm-eval's ``multiple_choice`` output type):
-    one ``loglikelihood`` per choice after the prompt, then one per choice after the prompt with an
-    empty context (short; for ``acc_calib``). The predicted choice is the one of highest summed
-    loglikelihood (no length normalisation). Metrics: ``acc``, ``acc_1x`` .. ``acc_8x``,
-    ``acc_calib``, ``acc_calib_1x`` .. ``acc_calib_8x``, ``chance``.
-    """
+    """Likelihood-scored multiple-choice twin of one mini dataset (``olh_mini_lc_mc_*``): the same rows,
+    one loglikelihood per choice after the prompt, then one after the prompt with an empty context, for
+    ``acc_calib`` (the choice the context raises most: cancels the model's prior over answers)."""
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
         cfg = dict(config or {})

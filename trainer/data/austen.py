@@ -1,17 +1,9 @@
 """Jane Austen's six novels from the Debian package ``r-cran-janeaustenr``, read without R.
 
-The package ships ``data/Rdata.rdb``, an R lazy-load database: a concatenation of chunks, each a
-4-byte big-endian **uncompressed** length followed by a zlib stream (R's ``compress=1``; the
-``compress=2/3`` variants put a type byte ``Z``/``2``/``X``/``0`` before the stream, also read
-here). The chunk boundaries are where each compressed stream ends (the ``.rdx`` index would give
-them too; we do not need it). Each stream is an R XDR serialization (``b"X\\n"``, format version,
-writer and minimum R versions, for version 3 the native encoding name) of one object. For this
-package every object is a character vector (``STRSXP``), one element per line, first line the
-title; an element of length -1 is ``NA``. Chunks holding anything else are skipped.
-
-``find_austen`` locates the file (explicit path -> ``$OLH_AUSTEN`` -> installed package ->
-project cache -> ``apt-get download`` into the cache) and never falls back to another corpus.
-"""
+``data/Rdata.rdb`` is R's lazy-load database: chunks of a 4-byte big-endian uncompressed length and a
+zlib stream (or, after a type byte ``Z``/``2``/``X``/``0``, zlib/bzip2/xz/stored), each an R XDR
+serialization of one character vector: one element per line, the title first, NA as length -1.
+``find_austen`` locates the file and never falls back to another corpus."""
 
 from __future__ import annotations
 
@@ -27,7 +19,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from trainer.data._io import atomic_write, read_nonempty
+from trainer.data._io import read_nonempty
 from trainer.errors import DataError
 
 PACKAGE = "r-cran-janeaustenr"
@@ -79,9 +71,7 @@ def _split_chunks(data: bytes, path: Path) -> list[bytes]:
             pos = start + 1 + ulen
             continue
         else:
-            raise DataError(
-                f"{path}: chunk at byte {pos} is not zlib/bzip2/xz data (not a valid Rdata.rdb)"
-            )
+            raise DataError(f"{path}: chunk at byte {pos} is not zlib/bzip2/xz data (not a valid Rdata.rdb)")
         try:
             body = dec.decompress(data[start:])
         except (zlib.error, OSError, lzma.LZMAError, EOFError) as e:
@@ -89,9 +79,7 @@ def _split_chunks(data: bytes, path: Path) -> list[bytes]:
         if not dec.eof:
             raise DataError(f"{path}: truncated compressed chunk at byte {pos}")
         if len(body) != ulen:
-            raise DataError(
-                f"{path}: chunk at byte {pos} decompresses to {len(body)} bytes, header says {ulen}"
-            )
+            raise DataError(f"{path}: chunk at byte {pos} decompresses to {len(body)} bytes, header says {ulen}")
         chunks.append(body)
         pos = len(data) - len(dec.unused_data)
     return chunks
@@ -125,9 +113,7 @@ def _parse_strsxp(buf: bytes, path: Path, index: int) -> list[str | None] | None
     """Lines of a serialized character vector, ``None`` for NA; ``None`` if not a STRSXP."""
     if buf[:2] != b"X\n":
         fmt = {b"A\n": "ASCII", b"B\n": "native binary"}.get(buf[:2], "unknown")
-        raise DataError(
-            f"{path}: chunk {index} uses the {fmt} R serialization format; only XDR ('X') is supported"
-        )
+        raise DataError(f"{path}: chunk {index} uses the {fmt} R serialization format; only XDR ('X') is supported")
     r = _XDR(buf, path, index)
     r.pos = 2
     version = r.int()
@@ -172,13 +158,8 @@ def _parse_strsxp(buf: bytes, path: Path, index: int) -> list[str | None] | None
 
 
 def read_rdata_rdb(path: str | os.PathLike) -> dict[str, str]:
-    """Read every character vector in an R ``.rdb`` lazy-load file.
-
-    Returns ``{title: text}`` in file order, where the title is the first non-empty line (stripped)
-    and the text is all lines joined with ``"\\n"`` (the title line included, NA as an empty line).
-    Chunks that are not character vectors are skipped. Raises ``DataError`` naming ``path`` on a
-    missing, truncated or corrupt file, or on one without any character vector.
-    """
+    """``{title: text}`` of every character vector in an ``.rdb`` file, in file order: the title is the first
+    non-empty line, the text all lines (NA as an empty one). Other chunks are skipped."""
     path = Path(path)
     data = read_nonempty(path, "R data file")
     books: dict[str, str] = {}
@@ -195,55 +176,6 @@ def read_rdata_rdb(path: str | os.PathLike) -> dict[str, str]:
     if not books:
         raise DataError(f"{path} holds no character vectors (not a janeaustenr Rdata.rdb)")
     return books
-
-
-# --------------------------------------------------------------------------------------------
-# Writer (tests and fixtures): the inverse of the reader, byte-identical to R for plain vectors.
-
-
-def serialize_strsxp(lines: list[str | None]) -> bytes:
-    """R XDR serialization (version 3, UTF-8) of a character vector, as R's ``serialize`` writes it."""
-    out = [b"X\n", struct.pack(">iii", 3, 0x040201, 0x030500), struct.pack(">i", 5), b"UTF-8"]
-    out.append(struct.pack(">ii", _STRSXP, len(lines)))
-    for ln in lines:
-        if ln is None:
-            out.append(struct.pack(">ii", _CHARSXP, -1))
-            continue
-        raw = ln.encode("utf-8")
-        # gp levels: ASCII_MASK (64) for pure ASCII, else UTF8_MASK (8).
-        levels = 64 if raw.isascii() else 8
-        out.append(struct.pack(">ii", (levels << 12) | _CHARSXP, len(raw)))
-        out.append(raw)
-    return b"".join(out)
-
-
-def compress_chunk(payload: bytes, method: str = "zlib") -> bytes:
-    """One ``.rdb`` chunk: 4-byte big-endian uncompressed length + compressed stream.
-
-    ``method`` is ``"zlib"`` (R's ``compress=1``, no type byte), or ``"Z"``, ``"2"``, ``"X"``,
-    ``"0"`` for R's typed variants (zlib, bzip2, xz, stored).
-    """
-    head = struct.pack(">i", len(payload))
-    if method == "zlib":
-        return head + zlib.compress(payload, 6)
-    body = {
-        "Z": lambda p: zlib.compress(p, 6),
-        "2": lambda p: bz2.compress(p, 9),
-        "X": lambda p: lzma.compress(p, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32),
-        "0": lambda p: p,
-    }[method](payload)
-    return head + method.encode("ascii") + body
-
-
-def write_rdata_rdb(path: str | os.PathLike, books: dict[str, list[str | None]]) -> Path:
-    """Write ``{title: lines}`` as an ``Rdata.rdb`` (one zlib chunk per book, file order kept).
-
-    ``lines`` should start with the title line. Used to build test fixtures.
-    """
-    path = Path(path)
-    data = b"".join(compress_chunk(serialize_strsxp(lines)) for lines in books.values())
-    atomic_write(path, data)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,30 +210,21 @@ def _download(dest: Path) -> None:
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise DataError(f"{tool} not found")
-    print(
-        f"olharness: Jane Austen corpus not found; downloading Debian package {PACKAGE} into {dest.parent}",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"olharness: Jane Austen corpus not found; downloading Debian package {PACKAGE} into {dest.parent}",
+          file=sys.stderr, flush=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
         try:
-            res = subprocess.run(
-                ["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True, timeout=300
-            )
+            res = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise DataError(f"apt-get download {PACKAGE} failed ({e})") from None
         debs = sorted(Path(tmp).glob(f"{PACKAGE}_*.deb"))
         if res.returncode != 0 or not debs:
             msg = (res.stderr or res.stdout).strip().splitlines()
-            raise DataError(
-                f"apt-get download {PACKAGE} failed ({msg[-1] if msg else f'exit {res.returncode}'}; "
-                "try 'apt-get update' first)"
-            )
+            raise DataError(f"apt-get download {PACKAGE} failed ({msg[-1] if msg else f'exit {res.returncode}'}; "
+                            "try 'apt-get update' first)")
         extract = Path(tmp) / "x"
-        res = subprocess.run(
-            ["dpkg-deb", "-x", str(debs[-1]), str(extract)], capture_output=True, text=True, timeout=300
-        )
+        res = subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(extract)], capture_output=True, text=True, timeout=300)
         src = extract / RDB_RELPATH
         if res.returncode != 0 or not src.is_file():
             raise DataError(f"dpkg-deb -x {debs[-1].name} did not produce {RDB_RELPATH}")
@@ -310,15 +233,9 @@ def _download(dest: Path) -> None:
 
 
 def find_austen(path: str | os.PathLike | None = None) -> Path:
-    """Locate ``Rdata.rdb`` of ``r-cran-janeaustenr``.
-
-    Order: ``path`` -> ``$OLH_AUSTEN`` -> the installed package
-    (``/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb``) -> the project cache
-    (``$OLH_CACHE`` or ``~/.cache/olharness``, then ``janeaustenr/Rdata.rdb``) -> ``apt-get
-    download`` + ``dpkg-deb -x`` into that cache (printing one line). An explicit path or
-    ``$OLH_AUSTEN`` that does not exist is an error (no fallback). ``path`` may also be a folder
-    holding ``Rdata.rdb`` or an extracted package tree. Raises ``DataError`` listing what was tried.
-    """
+    """``Rdata.rdb`` from ``path`` (a file, or a folder holding it) -> ``$OLH_AUSTEN`` -> the installed package ->
+    the project cache -> ``apt-get download`` into that cache. A given path that does not exist is an
+    error, not a fallback; failing all, the ``DataError`` lists what was tried."""
     if path is not None:
         return _resolve_explicit(path, "Austen corpus path")
     env = os.environ.get(ENV_PATH)
@@ -338,10 +255,8 @@ def find_austen(path: str | os.PathLike | None = None) -> Path:
         tried.append(f"download: {e}")
     else:
         return cached
-    raise DataError(
-        "Jane Austen corpus (Rdata.rdb of r-cran-janeaustenr) not found; tried " + "; ".join(tried)
-        + f"; pass a path or set ${ENV_PATH}"
-    )
+    raise DataError("Jane Austen corpus (Rdata.rdb of r-cran-janeaustenr) not found; tried " + "; ".join(tried)
+                    + f"; pass a path or set ${ENV_PATH}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,21 +1,10 @@
-"""Corpora: the embedded Jane Austen default, local files through ``datasets``, or a hub dataset.
+"""Corpora for ``load_corpus(spec)``: ``austen`` (the six novels of ``r-cran-janeaustenr``, split by book;
+``austen:PATH`` reads that Rdata.rdb), a local ``.txt`` file (one document), a ``.jsonl``/``.json``/
+``.parquet`` file with a ``text`` column, a folder of those, or a hub dataset ``name[:split]`` for
+``datasets.load_dataset``.
 
-Spec strings accepted by ``load_corpus``:
-
-- ``"austen"``: the six novels of ``r-cran-janeaustenr`` (located by ``find_austen``), split by
-  book: train Emma, Mansfield Park, Sense and Sensibility, Pride and Prejudice; held out
-  Persuasion and Northanger Abbey. ``heldout_frac`` and ``seed`` do not apply.
-- ``"austen:/path/to/Rdata.rdb"`` (or a folder holding it): the same, from that file.
-- a local path: a ``.txt`` file (one document), a ``.jsonl``/``.json``/``.parquet`` file with a
-  ``text`` column (one document per row), or a folder of such files (searched recursively, sorted;
-  each ``.txt`` file is one document).
-- anything else is a hub dataset name for ``datasets.load_dataset``, optionally ``name:split``
-  (default split ``train``), e.g. ``pg19`` or ``pg19:validation``. Needs the network.
-
-For everything but Austen, whole documents are held out: ``max(1, round(n * heldout_frac))`` of them
-(at most ``n - 1``), chosen by ``seed``. A single document is cut at ``1 - heldout_frac`` of its
-length (at a line break when one is near) into a training part and a held-out part.
-"""
+Except for Austen, whole documents are held out: ``max(1, round(n * heldout_frac))`` of them (at most
+``n - 1``), chosen by ``seed``; a single document is cut at ``1 - heldout_frac`` of its length."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""A Hugging Face tokenizer (``AutoTokenizer``) behind the interface the token stream and the loop use.
-
-``--arch hf`` trains a pretrained model on its own vocabulary, so its text is tokenized by the
-model's tokenizer, not by a sentencepiece model trained on the corpus. Documents are encoded without
-special tokens and joined by ``eos_id`` (trainer/data/stream.py), as for our own tokenizer.
-"""
+"""A Hugging Face tokenizer behind our tokenizer's interface: ``--arch hf`` trains on the model's own
+vocabulary. Documents are encoded without special tokens and joined by ``eos_id``, as for ours."""
 from __future__ import annotations
 
 import hashlib

@@ -1,14 +1,8 @@
 """SentencePiece tokenizer (BPE or unigram) trained on the training split, saved as one ``.model``.
 
-Training is deterministic: one thread, no sentencepiece-side sampling (we subsample ourselves with
-a seeded generator when the input is large), fixed options. Two runs on the same texts give
-byte-identical ``.model`` files.
-
-The tokenizer is lossless on ordinary text: identity normalization, no dummy prefix, whitespace
-kept as is, ``"\\n"`` a piece of its own, and byte fallback for any character outside the
-vocabulary (the one exception is the literal character U+2581 '▁', sentencepiece's space marker,
-which decodes to a space).
-"""
+Deterministic (one thread, our own seeded subsampling, fixed options: byte-identical files) and
+lossless on ordinary text (identity normalization, no dummy prefix, whitespace kept, byte fallback;
+only U+2581, sentencepiece's space marker, decodes to a space)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""GPT-style decoder-only language model: pre-norm blocks, SDPA attention, tied embeddings.
-
-Positional encoding is chosen by name (`nope`, `learned`, `sinusoidal`, `rope`, `alibi`; see
-positional.py). Losses live in trainer/alignment/, not here.
-
-    python -c "from trainer.config import preset; from trainer.models import build_model; \
-               m = build_model(preset('tiny').model); print(m)"
-"""
+"""GPT-style decoder-only language model: pre-norm blocks, SDPA attention, tied embeddings, the
+positional encoding chosen by name (positional.py). Losses live in trainer/alignment/."""
 from __future__ import annotations
 
 import torch

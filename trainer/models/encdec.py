@@ -1,12 +1,6 @@
-"""T5-style encoder-decoder: bidirectional encoder, causal decoder with cross-attention, one shared
-vocabulary embedding tied to the output head.
-
-Used as a prefix LM: the encoder reads context, the decoder predicts a continuation y starting from
-BOS (see trainer/alignment/views.py). Positional encodings as in decoder.py; cross-attention has none.
-
-    python -c "from trainer.config import preset; from trainer.models import build_model; \
-               c = preset('tiny').model; c.arch = 'encdec'; print(build_model(c))"
-"""
+"""T5-style encoder-decoder: bidirectional encoder, causal decoder with cross-attention, tied embeddings.
+Used as a prefix LM: the encoder reads the context, the decoder predicts a continuation from BOS
+(trainer/alignment/views.py). Positional encodings as in decoder.py; cross-attention has none."""
 from __future__ import annotations
 
 import torch

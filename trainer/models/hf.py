@@ -1,17 +1,10 @@
 """Any pretrained Hugging Face causal LM (`--arch hf --init_from DIR_OR_HUB_NAME`) as a model family.
 
-    python -m trainer.train --arch hf --init_from meta-llama/Llama-2-7b-hf --rope_scaling pi --rope_scale 4 \
-        --seq_len 16384 --lr 2e-5 --alpha 0.1 --out runs/llama-pi
-
-`HFCausalLM` wraps an `AutoModelForCausalLM` behind the interface of the other families (tokens in,
-logits out; `return_hidden=True` adds one layer-normalized hidden state per layer, read through
-`output_hidden_states`), so the LM loss and every alignment axis go through trainer/alignment/
-unchanged. Context extension edits the model config's RoPE settings before the weights are loaded
-(`HF_ROPE` below), so `save_pretrained` writes them and the saved directory scores the same with a
-plain `AutoModelForCausalLM.from_pretrained`. Under ZeRO-3 the model is created partitioned:
-transformers reads the DeepSpeed config registered by `HfDeepSpeedConfig` inside `from_pretrained`
-and loads each weight straight into its shard (`deepspeed.zero.Init`).
-"""
+`HFCausalLM` wraps an `AutoModelForCausalLM` behind the other families' interface, so the LM loss and
+every alignment axis go through trainer/alignment/ unchanged. Context extension edits the RoPE
+settings before the weights load (`HF_ROPE`), so `save_pretrained` writes them and a plain
+`from_pretrained` scores the same. Under ZeRO-3, `HfDeepSpeedConfig` makes `from_pretrained` load each
+weight straight into its shard."""
 from __future__ import annotations
 
 import json

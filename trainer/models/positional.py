@@ -1,18 +1,9 @@
 """Positional encodings for the Transformer families, as a registry, plus RoPE context extension.
 
-Every encoding answers three questions the attention code asks, so decoder.py and encdec.py never
-branch on the encoding's name:
-
-    h = pe.add_to_input(h, pos)           # additive encodings (learned, sinusoidal) act here
-    q, k = pe.rotate(q, k, q_pos, k_pos)  # rope acts here
-    bias = pe.attn_bias(q_pos, k_pos)     # alibi acts here: (H, Tq, Tk) added to scores, or None
-
-`pos` tensors are absolute positions (int64), so a KV cache just passes `offset + arange(T)`.
-
-RoPE context extension (`rope_scaling`, issue: context-extension fine-tuning) is a second registry:
-`none`, `pi` (linear position interpolation: positions / s), `ntk` (NTK-aware: base * s^(d/(d-2))),
-`abf` (adjusted base frequency: base * s^2).
-"""
+Each encoding acts through the hook it needs, so decoder.py and encdec.py never branch on its name:
+``add_to_input`` (learned, sinusoidal), ``rotate`` (rope), ``attn_bias`` (alibi). Positions are
+absolute, so a KV cache passes ``offset + arange(T)``. ``ROPE_SCALING``: none, pi (positions / s),
+ntk (base * s^(d/(d-2))), abf (base * s^2)."""
 from __future__ import annotations
 
 import torch

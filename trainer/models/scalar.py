@@ -1,13 +1,9 @@
 """A scalar regression head on any model family (`--head scalar`; the LM head's logits are unused).
 
-    causal (decoder, rnn): last layer's hidden state (layer-normed) at the pooled position(s) -> Linear(D, 1)
-    seq2seq (encdec):      encoder output (`model.encode`) pooled -> Linear(D, 1); the decoder is unused
-
-With `bos` a BOS token (id 2 of the bit vocabulary 0, 1, BOS) is put in front of the input, so even a
-model without positions has an anchor it can count from. Pooling: `last` position (the default for
-causal models: the only one that has seen every input), `mean` over positions (the default for
-encdec), or `first` (the BOS position of a bidirectional encoder).
-"""
+Causal models pool the last layer's (layer-normed) hidden states, encdec its encoder output, into
+Linear(D, 1). With `bos`, a BOS token (id 2 of the bit vocabulary) gives even a model without
+positions an anchor to count from. Pooling: last (causal default, the only position that saw every
+input), mean (encdec default) or first."""
 from __future__ import annotations
 
 import torch

@@ -1,15 +1,9 @@
 """The synthetic tasks as a task kind of the trainer (`--task mean|length --head scalar`).
 
-Loss = MSE between the scalar output and the standardized reparameterized target z = (f(t) - mu) / sigma.
-With alpha > 0 (or --pair_windows) a second, short view x[e:] of the same bits is scored too: it ends
-on the same bit and sees e ~ U{1..max(1, extra_frac*l)} fewer bits (capped at l - 1), and
-loss = mean(MSE(long), MSE(short)) + alpha * D(y_long, y_short), D from SCALAR_DIVERGENCES: the
-long-short misalignment of docs/method.md with a scalar in place of a distribution. The target may
-differ between the views (length: by e), so the term trades fit for length-invariance of the output.
-
-`build` gives the trainer its model, objective and sampler; `evaluate` scores a trained run on every
-test length 1..test_len: MSE in target space of f⁻¹(output), outputs outside f⁻¹'s domain clamped.
-"""
+Loss = MSE on the standardized reparameterized target. With alpha > 0 (or --pair_windows) a short
+view x[e:] ending on the same bit is scored too, and loss = mean(MSE(long), MSE(short)) + alpha *
+D(y_long, y_short): the long-short misalignment of docs/method.md on a scalar. `evaluate` scores a
+run on every test length 1..test_len, in target space."""
 from __future__ import annotations
 
 import time

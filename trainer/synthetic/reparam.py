@@ -1,26 +1,10 @@
 """Output reparameterizations of a regression target: the model learns y = f(t), we score f⁻¹(ŷ).
 
-The paper (Section 3) trains length prediction on f(l) ∈ {√l, log l, 1/√l} instead of l and reports
-that all three extrapolate better than the identity. We ship those, the identity, and two that grow
-*faster* than l (`square`, `cube`) as the opposite ablation. Every entry carries its inverse and its
-domains, so errors are always scored in target space (l-space for length prediction).
-
-    r = REPARAMS.get("sqrt")
-    y = r.forward(lengths)          # raises OLHError if a target lies outside f's domain
-    l = r.inverse(y)                # raises OLHError if y lies outside f⁻¹'s domain (e.g. y < 0)
-    l_hat, clamped = r.to_target(model_output)   # predictions: clamp into the domain, then invert
-
-Clamping (our choice, the paper is silent): a model output outside f⁻¹'s domain is a prediction,
-not a user error, so `to_target` moves it to the nearest valid value before inverting and reports
-which ones it moved. `sqrt`/`square`: y < 0 -> 0 (l̂ = 0); `inv_sqrt`: y < 1e-3 -> 1e-3
-(l̂ = 1e6, "very long": a model that predicts y ≤ 0 has left the target manifold and is scored as
-such); `log`: y > 700 -> 700 (keeps exp finite in float64). `identity` and `cube` never clamp.
-
-Add one in a few lines:
-
-    REPARAMS.register("log1p", help="log(1+x)")(Reparam("log1p", torch.log1p, torch.expm1,
-                                                      x_lo=(-1, True), y_clamp=(None, 700)))
-"""
+The paper trains length prediction on f(l) in {√l, log l, 1/√l}; we ship those, the identity, and
+``square``/``cube`` (faster than l) as the opposite ablation. Every entry carries its inverse and
+domains, so errors are scored in target space. A model output outside f⁻¹'s domain is a prediction,
+not a user error: ``to_target`` clamps it to the nearest valid value (our choice; the paper is silent)
+and reports which ones it moved."""
 from __future__ import annotations
 
 from typing import Callable

@@ -1,19 +1,9 @@
 """Synthetic length-generalization tasks (paper, Section 3) and their seeded generators.
 
-Inputs are i.i.d. fair bits x_1..x_l. A task maps a (B, l) bit tensor to a (B,) float target:
-
-    mean    target = mean(x)   in [0, 1]: the output range does not move with l
-    length  target = l         in [1, inf): the output range grows with l
-
-Data is generated on the fly from a `torch.Generator`, so a seed fixes every batch. Training draws
-one length per step, l ~ U{min_len..seq_len}, and a batch of that length (no padding).
-
-    gen = torch.Generator().manual_seed(0)
-    bits = sample_bits(gen, batch=32, length=7)      # (32, 7) int64 in {0, 1}
-    t = TASKS.get("mean").target(bits)               # (32,) float64
-
-Add a task with a decorated `Task` (e.g. parity, majority) and nothing else changes.
-"""
+Inputs are i.i.d. fair bits; ``mean`` predicts mean(x) (its range does not move with l), ``length``
+predicts l (its range grows with l). A torch.Generator fixes every batch; training draws one length
+per step, l ~ U{min_len..seq_len}, and a batch of that length (no padding). A new task (parity,
+majority) is one decorated ``Task``."""
 from __future__ import annotations
 
 from dataclasses import dataclass

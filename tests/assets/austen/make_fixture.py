@@ -6,7 +6,7 @@ XDR-serialized character vector, one element per line, first element the title).
 tests: NA elements (None) in Emma and Persuasion, and multi-byte UTF-8 (2, 3 and 4 bytes).
 
 Run from the repository root with the project venv:  python tests/assets/austen/make_fixture.py
-The writer is trainer.data.austen.write_rdata_rdb, checked byte-identical against the real file.
+The writer is tests/rdata_writer.py's write_rdata_rdb, checked byte-identical against the real file.
 """
 
 import sys
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from trainer.data.austen import write_rdata_rdb  # noqa: E402
+from tests.rdata_writer import write_rdata_rdb  # noqa: E402
 
 BOOKS = {    'EMMA': [
         'EMMA',
