@@ -10,10 +10,8 @@ A user error (ours, or a ValueError lm-eval raises while checking the command li
 ``error: ...`` line and exits with status 2."""
 from __future__ import annotations
 
-import json
 import sys
 import traceback
-from pathlib import Path
 
 from olharness.registration import TASKS_DIR, register_models
 
@@ -23,23 +21,10 @@ _LM_EVAL_VALIDATION = ("lm_eval/config/", "lm_eval/_cli/", "lm_eval/api/registry
 
 def injected_metadata(model_args: dict | None, metadata: dict | None) -> dict:
     """metadata plus run_dir / l_train / tokenizer derived from model_args['pretrained']."""
-    from olharness.task_common import _hf_export_l_train, _ol_checkpoint
+    from olharness.task_common import run_facts
 
-    md = dict(metadata or {})
     pre = (model_args or {}).get("pretrained")
-    if not pre:
-        return md
-    ck = _ol_checkpoint(pre)
-    if ck is not None:
-        md.setdefault("run_dir", str(pre))
-        if "l_train" not in md:
-            md["l_train"] = int(json.loads((ck / "config.json").read_text())["data"]["seq_len"])
-        md.setdefault("tokenizer", str(ck / "tokenizer.model"))
-    elif (l_train := _hf_export_l_train(pre)) is not None:
-        md.setdefault("l_train", l_train)
-        if (Path(str(pre)) / "tokenizer.model").is_file():
-            md.setdefault("tokenizer", str(Path(str(pre)) / "tokenizer.model"))
-    return md
+    return {**(run_facts(pre) if pre else {}), **(metadata or {})}
 
 
 def _with_our_tasks(include_path):

@@ -96,12 +96,21 @@ def _ol_checkpoint(path) -> Path | None:
     return None
 
 
-def _hf_export_l_train(path) -> int | None:
+def run_facts(path) -> dict:
+    """What one of our runs (``run_dir``, ``l_train``, ``tokenizer``) or HF exports (``l_train``, ``tokenizer``
+    when it has a tokenizer.model) at ``path`` tells a task; {} for anything else."""
+    ck = _ol_checkpoint(path)
+    if ck is not None:
+        return {"run_dir": str(path), "l_train": int(json.loads((ck / "config.json").read_text())["data"]["seq_len"]),
+                "tokenizer": str(ck / "tokenizer.model")}
     try:
         cfg = json.loads((Path(str(path)) / "config.json").read_text())
     except (OSError, json.JSONDecodeError, TypeError):
-        return None
-    return int(cfg["olh_seq_len"]) if "olh_seq_len" in cfg else None
+        return {}
+    if not isinstance(cfg, dict) or "olh_seq_len" not in cfg:
+        return {}
+    sp = Path(str(path)) / "tokenizer.model"
+    return {"l_train": int(cfg["olh_seq_len"]), **({"tokenizer": str(sp)} if sp.is_file() else {})}
 
 
 def resolve_l_train(md: dict, task: str) -> int:
@@ -110,12 +119,8 @@ def resolve_l_train(md: dict, task: str) -> int:
         return v
     for key in ("run_dir", "pretrained"):
         if md.get(key):
-            ck = _ol_checkpoint(md[key])
-            if ck is not None:
-                return int(json.loads((ck / "config.json").read_text())["data"]["seq_len"])
-            v = _hf_export_l_train(md[key])
-            if v:
-                return v
+            if "l_train" in (facts := run_facts(md[key])):
+                return facts["l_train"]
             if key == "run_dir":
                 raise OLHError(f"{task}: metadata run_dir={md[key]} holds no checkpoint of ours (checkpoint/config.json)")
     raise OLHError(f"{task}: the training length is unknown; pass --metadata l_train=N (or run_dir=RUN_DIR, "
