@@ -32,23 +32,16 @@ class HFMidLM(HFLM):
         self._warned_budget = False
         self.n_truncated = 0
 
-    def tok_batch_encode(
-        self,
-        strings: list[str],
-        padding_side: str = "left",
-        left_truncate_len: int | None = None,
-        truncation: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def tok_batch_encode(self, strings: list[str], padding_side: str = "left", left_truncate_len: int | None = None,
+                         truncation: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         # HFLM calls this with ``left_truncate_len`` only from ``generate_until``.
         if not left_truncate_len or self.backend != "causal":
             return super().tok_batch_encode(strings, padding_side, left_truncate_len, truncation)
         budget = self.prompt_budget or left_truncate_len
         if self.prompt_budget and self.prompt_budget > left_truncate_len and not self._warned_budget:
             self._warned_budget = True
-            log.warning(
-                f"hf-mid: prompt_budget={self.prompt_budget} plus max_gen_toks exceeds max_length="
-                f"{self.max_length}; generation may run past the model's context"
-            )
+            log.warning(f"hf-mid: prompt_budget={self.prompt_budget} plus max_gen_toks exceeds max_length="
+                        f"{self.max_length}; generation may run past the model's context")
         if has_bos_prefix(strings[0], getattr(self.tokenizer, "bos_token", None)):
             special = {"add_special_tokens": False}
         elif self.add_bos_token is not None:
@@ -63,8 +56,7 @@ class HFMidLM(HFLM):
                 self.n_truncated += 1
                 (log.warning if self.n_truncated == 1 else log.debug)(
                     f"hf-mid: prompt of {len(ids)} tokens middle-truncated to {len(cut)} "
-                    "(first and last halves kept; further truncations are logged at DEBUG)"
-                )
+                    "(first and last halves kept; further truncations are logged at DEBUG)")
             rows.append(cut)
         pad = self.tokenizer.pad_token_id
         if pad is None:

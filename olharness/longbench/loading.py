@@ -24,16 +24,8 @@ HUB_REPO = "THUDM/LongBench"
 ENV_DIR = "OLH_LONGBENCH_DIR"
 
 #: THUDM row schema: field -> accepted JSON types (None = null).
-SCHEMA: dict[str, tuple] = {
-    "input": (str,),
-    "context": (str,),
-    "answers": (list,),
-    "length": (int,),
-    "dataset": (str,),
-    "language": (str,),
-    "all_classes": (list, type(None)),
-    "_id": (str,),
-}
+SCHEMA: dict[str, tuple] = {"input": (str,), "context": (str,), "answers": (list,), "length": (int,),
+                            "dataset": (str,), "language": (str,), "all_classes": (list, type(None)), "_id": (str,)}
 
 _TYPE_NAMES = {str: "a string", list: "a list", int: "an integer", type(None): "null"}
 
@@ -134,10 +126,8 @@ def resolve_data_dir(metadata: dict | None) -> tuple[Path, str]:
             raise DataError(f"longbench_dir {path} is not a directory (expected THUDM's unzipped data/ folder)")
         return path, "dir"
     if not FIXTURE_DIR.is_dir():
-        raise DataError(
-            "no LongBench data: pass --metadata '{\"longbench_dir\": \"/path/to/data\"}' (THUDM data.zip "
-            f"unzipped), or 'hub', or set {ENV_DIR}"
-        )
+        raise DataError("no LongBench data: pass --metadata '{\"longbench_dir\": \"/path/to/data\"}' (THUDM data.zip "
+                        f"unzipped), or 'hub', or set {ENV_DIR}")
     return FIXTURE_DIR, "fixtures"
 
 
@@ -152,18 +142,13 @@ def load_longbench_rows(dataset: str, metadata: dict | None = None) -> tuple[lis
     path = folder / f"{base}_e.jsonl"
     if not path.is_file():
         others = sorted(p.name for p in folder.glob("*_e.jsonl"))
-        raise DataError(
-            f"{path}: LongBench-E file for '{base}' not found"
-            + (f" (found: {', '.join(others)})" if others else " (folder has no *_e.jsonl files)")
-        )
+        raise DataError(f"{path}: LongBench-E file for '{base}' not found"
+                        + (f" (found: {', '.join(others)})" if others else " (folder has no *_e.jsonl files)"))
     rows = read_rows(path, f"{base}_e")
     if kind == "fixtures":
-        msg = (
-            f"olh_longbench_e_{base}: NO LongBench data given; using the {len(rows)}-row offline "
-            f"FIXTURE {path}. These scores are a smoke test, NOT LongBench-E results. Pass "
-            "--metadata '{\"longbench_dir\": \"/path/to/LongBench/data\"}' (or 'hub')."
-        )
-        log.warning(msg)
+        log.warning(f"olh_longbench_e_{base}: NO LongBench data given; using the {len(rows)}-row offline "
+                    f"FIXTURE {path}. These scores are a smoke test, NOT LongBench-E results. Pass "
+                    "--metadata '{\"longbench_dir\": \"/path/to/LongBench/data\"}' (or 'hub').")
         if not _warned_fixtures:
             _warned_fixtures = True
             log.warning("=" * 100)

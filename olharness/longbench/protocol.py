@@ -66,12 +66,8 @@ def render_prompt(dataset: str, row: dict) -> str:
 def generation_kwargs(dataset: str) -> dict:
     """Greedy decoding with THUDM's per-dataset budget and stop strings, as lm-eval gen kwargs."""
     base = base_name(dataset)
-    return {
-        "until": list(STOP_STRINGS[base]),
-        "max_gen_toks": int(max_new_tokens()[base]),
-        "do_sample": False,
-        "temperature": 0.0,
-    }
+    return {"until": list(STOP_STRINGS[base]), "max_gen_toks": int(max_new_tokens()[base]), "do_sample": False,
+            "temperature": 0.0}
 
 
 def length_bucket(length: int) -> str:
@@ -86,13 +82,8 @@ def length_bucket(length: int) -> str:
 def score_prediction(dataset: str, prediction: str, answers: Sequence[str], all_classes=None) -> float:
     """One row's score in [0, 1], THUDM-style (first-line cut where due, max over answers)."""
     base = base_name(dataset)
-    return score_row(
-        DATASET2METRIC[base],
-        prediction,
-        answers,
-        all_classes=all_classes,
-        first_line_only=base in FIRST_LINE_DATASETS,
-    )
+    return score_row(DATASET2METRIC[base], prediction, answers, all_classes=all_classes,
+                     first_line_only=base in FIRST_LINE_DATASETS)
 
 
 def bucket_mean(scores: Sequence[float]) -> float:
@@ -102,13 +93,8 @@ def bucket_mean(scores: Sequence[float]) -> float:
     return float(100 * np.mean(np.asarray(scores, dtype=float)))
 
 
-def scorer_e(
-    dataset: str,
-    predictions: Sequence[str],
-    answers: Sequence[Sequence[str]],
-    lengths: Sequence[int],
-    all_classes=None,
-) -> dict[str, float]:
+def scorer_e(dataset: str, predictions: Sequence[str], answers: Sequence[Sequence[str]], lengths: Sequence[int],
+             all_classes=None) -> dict[str, float]:
     """THUDM ``eval.py`` ``scorer_e``: ``{"0-4k": x, "4-8k": y, "8k+": z}``, each
     ``round(100 * mean, 2)`` (NaN for an empty bucket). ``all_classes`` is one list for the whole
     dataset, as in THUDM."""

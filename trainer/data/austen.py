@@ -224,7 +224,8 @@ def _download(dest: Path) -> None:
             raise DataError(f"apt-get download {PACKAGE} failed ({msg[-1] if msg else f'exit {res.returncode}'}; "
                             "try 'apt-get update' first)")
         extract = Path(tmp) / "x"
-        res = subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(extract)], capture_output=True, text=True, timeout=300)
+        res = subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(extract)], capture_output=True, text=True,
+                             timeout=300)
         src = extract / RDB_RELPATH
         if res.returncode != 0 or not src.is_file():
             raise DataError(f"dpkg-deb -x {debs[-1].name} did not produce {RDB_RELPATH}")

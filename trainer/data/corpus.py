@@ -40,10 +40,8 @@ class Corpus:
     def __repr__(self) -> str:
         n_train = sum(len(t) for t in self.train)
         n_held = sum(len(t) for t in self.heldout)
-        return (
-            f"Corpus(name={self.name!r}, train={len(self.train)} docs/{n_train} chars, "
-            f"heldout={self.heldout_names} ({n_held} chars))"
-        )
+        return (f"Corpus(name={self.name!r}, train={len(self.train)} docs/{n_train} chars, "
+                f"heldout={self.heldout_names} ({n_held} chars))")
 
 
 def load_corpus(spec: str = "austen", heldout_frac: float = 0.1, seed: int = 0) -> Corpus:
@@ -76,12 +74,8 @@ def _load_austen(path: str | None) -> Corpus:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return (
-        spec.startswith(("/", "./", "../", "~", "."))
-        or "\\" in spec
-        or Path(spec).suffix.lower() in BUILDERS
-        or spec.count("/") > 1
-    )
+    return (spec.startswith(("/", "./", "../", "~", ".")) or "\\" in spec or Path(spec).suffix.lower() in BUILDERS
+            or spec.count("/") > 1)
 
 
 @contextlib.contextmanager
@@ -101,17 +95,11 @@ def _quiet_datasets():
 def _local_files(path: Path) -> list[Path]:
     if path.is_file():
         if path.suffix.lower() not in BUILDERS:
-            raise DataError(
-                f"corpus file {path} has an unsupported type; use {', '.join(BUILDERS)} (or a folder of them)"
-            )
+            raise DataError(f"corpus file {path} has an unsupported type; use {', '.join(BUILDERS)} "
+                            "(or a folder of them)")
         return [path]
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in BUILDERS
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in BUILDERS
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
     if not files:
         raise DataError(f"corpus folder {path} has no {', '.join(BUILDERS)} files")
     return files
@@ -200,11 +188,9 @@ def _load_hub(spec: str) -> tuple[list[str], list[str]]:
         ds = datasets.load_dataset(name, split=split)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(
-            f"corpus {spec!r} is not a local path and could not be loaded as hub dataset {name!r} "
-            f"split {split!r} ({first}); check the name and the network (offline mode may be on: "
-            "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
-        ) from None
+        raise DataError(f"corpus {spec!r} is not a local path and could not be loaded as hub dataset {name!r} "
+                        f"split {split!r} ({first}); check the name and the network (offline mode may be on: "
+                        "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)") from None
     texts, names = _texts_from(ds, f"hub dataset {name!r}")
     _check_texts(texts, f"hub dataset {name!r}")
     names = [f"{name}[{i}]" if not names or names[i] is None else str(names[i]) for i in range(len(texts))]
@@ -229,10 +215,8 @@ def _split_docs(name: str, docs: list[str], names: list[str], heldout_frac: floa
             cut = nl + 1
         train, held = text[:cut], text[cut:]
         if not train.strip() or not held.strip():
-            raise DataError(
-                f"corpus {name} is a single document of {len(text)} characters, too short to hold out "
-                f"{heldout_frac:.0%} of it"
-            )
+            raise DataError(f"corpus {name} is a single document of {len(text)} characters, too short to hold out "
+                            f"{heldout_frac:.0%} of it")
         return Corpus(name, [train], [held], [f"{names[0]} (last {heldout_frac:.0%})"])
     n_held = min(n - 1, max(1, round(n * heldout_frac)))
     perm = np.random.default_rng(seed).permutation(n)

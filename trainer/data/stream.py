@@ -65,20 +65,11 @@ def _tokenize(texts: list[str], tokenizer: Tokenizer, progress: bool) -> np.ndar
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
 
 
-def build_token_stream(
-    texts: list[str],
-    tokenizer: Tokenizer,
-    cache_path: str | os.PathLike | None = None,
-    *,
-    progress: bool = True,
-) -> np.ndarray:
-    """Tokenize each document and join them with ``eos_id`` between documents (int32, 1-D).
-
-    With ``cache_path`` (a ``.npy`` file) the stream is saved there, with a sidecar
-    ``<cache_path>.key.json`` holding a hash of the tokenizer file bytes and the texts; a cache
-    whose key differs is rebuilt, never reused. Both files are written atomically. With a cache the
-    result is a read-only memory map of the ``.npy``; without, an in-memory array.
-    """
+def build_token_stream(texts: list[str], tokenizer: Tokenizer, cache_path: str | os.PathLike | None = None, *,
+                       progress: bool = True) -> np.ndarray:
+    """The documents' tokens joined by ``eos_id`` (int32, 1-D). With ``cache_path`` (a ``.npy``, returned as a
+    read-only memory map) a sidecar ``.key.json`` hashes the tokenizer file and the texts: a cache whose key
+    differs is rebuilt, never reused."""
     texts = list(texts)
     if not texts:
         raise DataError("cannot build a token stream from an empty list of documents")
@@ -95,27 +86,17 @@ def build_token_stream(
     buf = io.BytesIO()
     np.save(buf, tokens, allow_pickle=False)
     atomic_write(cache_path, buf.getvalue())
-    meta = {
-        "key": key,
-        "n_tokens": int(tokens.shape[0]),
-        "n_docs": len(texts),
-        "tokenizer": str(tokenizer.path),
-        "tokenizer_sha256": hashlib.sha256(tokenizer.model_bytes).hexdigest(),
-        "vocab_size": tokenizer.vocab_size,
-        "format": STREAM_FORMAT,
-    }
+    meta = {"key": key, "n_tokens": int(tokens.shape[0]), "n_docs": len(texts), "tokenizer": str(tokenizer.path),
+            "tokenizer_sha256": hashlib.sha256(tokenizer.model_bytes).hexdigest(),
+            "vocab_size": tokenizer.vocab_size, "format": STREAM_FORMAT}
     atomic_write(kp, (json.dumps(meta, indent=1) + "\n").encode())
     return np.load(cache_path, mmap_mode="r", allow_pickle=False)
 
 
 class WindowSampler:
-    """Random contiguous windows of ``window`` tokens, ``batch_size`` per batch.
-
-    Offsets are uniform in ``[0, len(tokens) - window]``, drawn from
-    ``np.random.Generator(np.random.PCG64([seed, rank]))``; each rank gets its own stream.
-    ``state_dict()`` (JSON-serializable) and ``load_state_dict()`` let a resumed run continue with
-    bit-identical batches.
-    """
+    """Random contiguous windows of ``window`` tokens, ``batch_size`` per batch, at offsets uniform in
+    ``[0, len(tokens) - window]`` from PCG64([seed, rank]) (a stream per rank); ``state_dict()`` lets a
+    resumed run continue with bit-identical batches."""
 
     def __init__(self, tokens: np.ndarray, window: int, batch_size: int, seed: int, rank: int = 0):
         tokens = np.asarray(tokens) if not isinstance(tokens, np.ndarray) else tokens
@@ -125,16 +106,10 @@ class WindowSampler:
             raise DataError(f"window ({window}) and batch_size ({batch_size}) must be positive")
         n = int(tokens.shape[0])
         if n < window:
-            raise DataError(
-                f"corpus has {n} tokens, fewer than one window of {window} tokens (seq_len + l_extra); "
-                "use a larger corpus or a shorter seq_len"
-            )
-        self.tokens = tokens
-        self.window = int(window)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.rank = int(rank)
-        self.batches_served = 0
+            raise DataError(f"corpus has {n} tokens, fewer than one window of {window} tokens (seq_len + l_extra); "
+                            "use a larger corpus or a shorter seq_len")
+        self.tokens, self.window, self.batch_size = tokens, int(window), int(batch_size)
+        self.seed, self.rank, self.batches_served = int(seed), int(rank), 0
         self.rng = np.random.Generator(np.random.PCG64([self.seed, self.rank]))
 
     @property
@@ -158,15 +133,9 @@ class WindowSampler:
             yield self.next_batch()
 
     def state_dict(self) -> dict:
-        return {
-            "bit_generator": _jsonable(self.rng.bit_generator.state),
-            "batches_served": self.batches_served,
-            "seed": self.seed,
-            "rank": self.rank,
-            "window": self.window,
-            "batch_size": self.batch_size,
-            "n_tokens": self.n_tokens,
-        }
+        return {"bit_generator": _jsonable(self.rng.bit_generator.state), "batches_served": self.batches_served,
+                "seed": self.seed, "rank": self.rank, "window": self.window, "batch_size": self.batch_size,
+                "n_tokens": self.n_tokens}
 
     def load_state_dict(self, d: dict) -> None:
         """Restore a ``state_dict()``; ``DataError`` if it was saved for another window, batch size,
@@ -174,20 +143,15 @@ class WindowSampler:
         try:
             for field in ("window", "batch_size", "n_tokens", "rank"):
                 if field in d and int(d[field]) != getattr(self, field):
-                    raise DataError(
-                        f"sampler state was saved with {field}={d[field]}, but this sampler has "
-                        f"{field}={getattr(self, field)}; resume with the same data and settings"
-                    )
+                    raise DataError(f"sampler state was saved with {field}={d[field]}, but this sampler has "
+                                    f"{field}={getattr(self, field)}; resume with the same data and settings")
             state = d["bit_generator"]
             if state.get("bit_generator") != "PCG64":
                 raise DataError(f"sampler state uses bit generator {state.get('bit_generator')!r}, expected PCG64")
             rng = np.random.Generator(np.random.PCG64())
-            rng.bit_generator.state = {
-                "bit_generator": "PCG64",
-                "state": {"state": int(state["state"]["state"]), "inc": int(state["state"]["inc"])},
-                "has_uint32": int(state["has_uint32"]),
-                "uinteger": int(state["uinteger"]),
-            }
+            pcg = {"state": int(state["state"]["state"]), "inc": int(state["state"]["inc"])}
+            rng.bit_generator.state = {"bit_generator": "PCG64", "state": pcg, "has_uint32": int(state["has_uint32"]),
+                                       "uinteger": int(state["uinteger"])}
             served = int(d["batches_served"])
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"sampler state is malformed (missing or bad field {e})") from None

@@ -68,23 +68,11 @@ class Tokenizer:
     # -- construction --------------------------------------------------------------------
 
     @classmethod
-    def train(
-        cls,
-        texts: list[str],
-        path: str | os.PathLike,
-        vocab_size: int,
-        model_type: str = "bpe",
-        seed: int = 0,
-        *,
-        max_sentences: int = MAX_SENTENCES,
-        character_coverage: float = 0.9995,
-    ) -> "Tokenizer":
-        """Train on ``texts`` (documents), write ``path`` atomically and return the tokenizer.
-
-        Special ids: unk 0, bos 1, eos 2, pad 3. ``vocab_size`` counts them, the 256 byte-fallback
-        pieces and ``"\\n"``. If the texts split into more than ``max_sentences`` paragraphs, a
-        seeded random subset of that size is used.
-        """
+    def train(cls, texts: list[str], path: str | os.PathLike, vocab_size: int, model_type: str = "bpe", seed: int = 0,
+              *, max_sentences: int = MAX_SENTENCES, character_coverage: float = 0.9995) -> "Tokenizer":
+        """Train on ``texts`` (documents), write ``path`` atomically and return the tokenizer. Special ids: unk 0,
+        bos 1, eos 2, pad 3; ``vocab_size`` counts them, the 256 byte pieces and ``"\\n"``. Beyond
+        ``max_sentences`` paragraphs, a seeded random subset of that size is used."""
         spm = _spm()
         path = Path(path)
         if model_type not in MODEL_TYPES:
