@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from trainer.alignment import DIVERGENCES, PAIRINGS, SCHEDULES, SCOPES, TARGETS, Objective
-from olharness.export_hf import export
 from trainer.checkpoint import (checkpoint_dir, has_checkpoint, load_training_state, read_weights,
                                 recover_checkpoint)
 from trainer.config import RunConfig, validate
@@ -231,6 +230,7 @@ def resolve_source(init_from: str, out: Path, is_main: bool, barrier) -> str:
         return str(ck / "hf")
     dest = Path(out) / "init_hf"
     if is_main and not (dest / "config.json").exists():
+        from olharness.export_hf import export  # lm-eval's registry etc. only for this path
         export(ck, dest)
     barrier()
     return str(dest)
