@@ -103,8 +103,7 @@ class LSMMixin:
         return results
 
 
-# --------------------------------------------------------------------------------------------------
-# loglikelihood-only approximation (olh_lsm_ll)
+# ---------- loglikelihood-only approximation (olh_lsm_ll) ---------------------------------------------------
 
 def candidate_distribution(logprobs: Sequence[float]) -> torch.Tensor:
     """Log-probabilities over K candidates + one pooled "other" outcome (mass ``1 - sum p``).
@@ -130,8 +129,7 @@ def approx_divergences(long_lls: Sequence[float], short_lls: Sequence[float], di
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
 
 
-# --------------------------------------------------------------------------------------------------
-# hf-lsm: lm-eval's HFLM + the exact metric
+# ---------- hf-lsm: lm-eval's HFLM + the exact metric -------------------------------------------------------
 
 def _build_hflsm():
     from lm_eval.models.huggingface import HFLM

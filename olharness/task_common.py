@@ -78,8 +78,7 @@ def seed_of(md: dict) -> int:
     return _int(md, "seed", DEFAULT_SEED, minimum=0)
 
 
-# --------------------------------------------------------------------------------------------------
-# l_train and the reference tokenizer
+# ---------- l_train and the reference tokenizer -------------------------------------------------------------
 
 def _ol_checkpoint(path) -> Path | None:
     """The checkpoint folder if path is one of our run/checkpoint directories."""
@@ -148,12 +147,8 @@ class GeneratedTestTask:
 
 
 class RefTokenizer:
-    """encode/decode with a sentencepiece model (ours) or a Hugging Face tokenizer, no specials.
-
-    A folder's own Python code (an HF ``auto_map``) runs only with ``trust_remote_code=True``, which
-    the user passes (``--model_args ...,trust_remote_code=True`` reaches the task metadata): a folder
-    that merely looks like one of our exports is not trusted. Our exports need no code: their
-    ``tokenizer.model`` is read with sentencepiece."""
+    """encode/decode with a sentencepiece model (ours) or a Hugging Face tokenizer, no specials. A folder's
+    own code runs only with the user's ``trust_remote_code=True``; our exports need none (sentencepiece)."""
 
     def __init__(self, spec: str, trust_remote_code: bool = False):
         self.spec = str(spec)
@@ -204,8 +199,7 @@ def resolve_tokenizer(md: dict, task: str) -> RefTokenizer:
     raise OLHError(f"{task}: no reference tokenizer; pass --metadata tokenizer=PATH_OR_NAME (or run_dir=RUN_DIR)")
 
 
-# --------------------------------------------------------------------------------------------------
-# documents
+# ---------- documents ---------------------------------------------------------------------------------------
 
 def load_texts(md: dict, task: str) -> list[tuple[str, str]]:
     """[(name, text)] of the held-out documents named by metadata ``texts`` (default Austen)."""

@@ -22,16 +22,9 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device=None, left: boo
 
 
 def middle_truncate(ids: Sequence[int], budget: int) -> list[int]:
-    """Return ``ids`` unchanged (as a list) if ``len(ids) <= budget``; otherwise the first
-    ``budget // 2`` ids followed by the last ``budget // 2`` ids.
-
-    An odd budget therefore keeps ``budget - 1`` ids, as THUDM's ``half = int(max_length / 2)``
-    does. Unlike the Python slice ``ids[-0:]`` (which is the whole list), a budget of 0 or 1 never
-    silently keeps everything: it raises, because a prompt needing truncation to fewer than two
-    tokens is a configuration error (e.g. ``max_gen_toks`` >= the model's context length).
-
-    Raises ``ValueError`` for a negative budget, or for a budget below 2 when truncation is needed.
-    """
+    """``ids`` as a list if they fit ``budget``, else the first and the last ``budget // 2`` (an odd budget
+    keeps ``budget - 1``, as THUDM's ``int(max_length / 2)``). A budget below 2 raises instead of letting
+    ``ids[-0:]`` keep everything: such a prompt is a configuration error (max_gen_toks >= the context)."""
     budget = int(budget)
     if budget < 0:
         raise ValueError(f"middle_truncate: budget must be >= 0, got {budget}")

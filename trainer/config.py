@@ -303,7 +303,6 @@ def hashed_fields(cfg: "RunConfig") -> dict:
     return out
 
 
-# --------------------------------------------------------------------------------------------------
 # Presets: overrides on top of the defaults. `tiny` is for tests (seconds on CPU), `demo` for the CPU
 # demo (minutes), `small`/`gpt2` for a GPU.
 PRESETS: dict[str, dict] = {
@@ -331,7 +330,6 @@ def preset(name: str) -> RunConfig:
     return cfg
 
 
-# --------------------------------------------------------------------------------------------------
 # Validation: every value a run starts with is checked here, before anything is written, so a bad flag
 # is one `error:` line instead of a traceback (or, worse, a silently wrong run).
 _DEVICES = ("auto", "cpu", "cuda")

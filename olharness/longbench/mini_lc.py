@@ -288,12 +288,8 @@ _MAKERS = {"mini_passage_retrieval": _row_retrieval, "mini_passage_count": _row_
 
 def build_mini_lc(texts: Sequence[str], count_tokens: Callable[[str], int], l_train: int, seed: int, n_per_bucket: int,
                   datasets: Sequence[str] = MINI_DATASETS, para_tokens: int | None = None) -> list[dict]:
-    """Generate the suite: for each dataset, index ``i < n_per_bucket`` and bucket (1x, 2x, 4x,
-    8x ``l_train``), in that order, one row in LongBench's schema with ``length`` = prompt tokens.
-
-    Deterministic: each row draws from its own ``random.Random(f"{seed}:{dataset}:{M}x:{i}")``.
-    ``para_tokens`` (default ``max(8, l_train // 8)``) sets the paragraph size.
-    """
+    """One row in LongBench's schema (``length`` = prompt tokens) per dataset, index and bucket, in that order,
+    each drawn from its own ``random.Random(f"{seed}:{dataset}:{M}x:{i}")``."""
     l_train = int(l_train)
     if l_train < 64:
         raise DataError(f"mini_lc: l_train must be >= 64 tokens (the prompts need room), got {l_train}")
@@ -350,11 +346,9 @@ def _cached_rows(md_items: tuple, l_train: int, seed: int, n: int, dataset: str,
 
 
 def load_mini_rows(dataset: str, metadata: dict | None) -> tuple[list[dict], str, int]:
-    """Rows of one mini dataset from task metadata (the keys of ``olharness.task_common``, plus):
-    ``mini_lc_l_train`` (else ``l_train`` / ``run_dir`` / ``pretrained``: lets a grid score LSM/PPL at
-    one length and the mini suite at another), ``mini_lc_tokenizer`` (else ``tokenizer`` / ``run_dir``
-    / ``pretrained``), ``mini_lc_seed`` (else ``seed``, else 0), ``mini_lc_n`` (rows per bucket, 20),
-    ``mini_lc_para_tokens``. Returns ``(rows, description, l_train)``."""
+    """``(rows, description, l_train)`` of one mini dataset. Besides task_common's metadata: ``mini_lc_l_train``
+    (lets a grid score LSM/PPL at one length and this suite at another), ``mini_lc_tokenizer``,
+    ``mini_lc_seed`` (else ``seed``, else 0), ``mini_lc_n`` (rows per bucket, 20), ``mini_lc_para_tokens``."""
     task = "olh_mini_lc"
     md = tc.check_metadata(metadata, task)
     l_train = tc._int(md, "mini_lc_l_train") or tc.resolve_l_train(md, task)

@@ -90,32 +90,14 @@ class Tokenizer:
         buf = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences),
-                model_writer=buf,
-                vocab_size=int(vocab_size),
-                model_type=model_type,
-                character_coverage=character_coverage,
-                byte_fallback=True,
-                unk_id=UNK_ID,
-                bos_id=BOS_ID,
-                eos_id=EOS_ID,
-                pad_id=PAD_ID,
-                user_defined_symbols=["\n"],
-                normalization_rule_name="identity",
-                add_dummy_prefix=False,
-                remove_extra_whitespaces=False,
-                split_digits=False,
-                max_sentence_length=MAX_SENTENCE_BYTES,
-                num_threads=1,
-                # We subsample ourselves (seeded) so sentencepiece never samples or shuffles.
-                # (train_extremely_large_corpus is deprecated and ignored by sentencepiece >= 0.2;
-                # passing it only prints a warning, so it is left at its default, False.)
-                input_sentence_size=0,
-                shuffle_input_sentence=False,
-                seed_sentencepiece_size=1_000_000,
-                hard_vocab_limit=True,
-                minloglevel=2,
-            )
+                sentence_iterator=iter(sentences), model_writer=buf, vocab_size=int(vocab_size), model_type=model_type,
+                character_coverage=character_coverage, byte_fallback=True, unk_id=UNK_ID, bos_id=BOS_ID,
+                eos_id=EOS_ID, pad_id=PAD_ID, user_defined_symbols=["\n"], normalization_rule_name="identity",
+                add_dummy_prefix=False, remove_extra_whitespaces=False, split_digits=False,
+                max_sentence_length=MAX_SENTENCE_BYTES, num_threads=1, hard_vocab_limit=True, minloglevel=2,
+                # we subsample ourselves (seeded), so sentencepiece never samples or shuffles
+                # (train_extremely_large_corpus is deprecated and ignored by sentencepiece >= 0.2)
+                input_sentence_size=0, shuffle_input_sentence=False, seed_sentencepiece_size=1_000_000)
         except RuntimeError as e:
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             msg = msg.rsplit("] ", 1)[-1]  # drop sentencepiece's "INTERNAL: file.cc(638) [check]" prefix
@@ -156,10 +138,6 @@ class Tokenizer:
     @property
     def pad_id(self) -> int:
         return self.sp.pad_id()
-
-    @property
-    def unk_id(self) -> int:
-        return self.sp.unk_id()
 
     @property
     def model_bytes(self) -> bytes:

@@ -106,8 +106,7 @@ class ALiBi(PositionalEncoding):
         return self.slopes[:, None, None] * -dist.abs()[None]      # (H, Tq, Tk)
 
 
-# --------------------------------------------------------------------------------------------------
-# RoPE scaling: each returns (inv_freq, position_scale). Positions are divided by position_scale.
+# ---------- RoPE scaling: each returns (inv_freq, position_scale). Positions are divided by position_scale. ---
 
 def _inv_freq(base: float, hd: int) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, hd, 2).float() / hd))
