@@ -106,11 +106,8 @@ class LSMMixin:
 # ---------- loglikelihood-only approximation (olh_lsm_ll) ---------------------------------------------------
 
 def candidate_distribution(logprobs: Sequence[float]) -> torch.Tensor:
-    """Log-probabilities over K candidates + one pooled "other" outcome (mass ``1 - sum p``).
-
-    The candidate log-likelihoods come from independent ``loglikelihood`` requests; a multi-token
-    candidate is a sequence probability, so the set need not sum to <= 1 in principle. We clamp the
-    "other" mass at 1e-12 and renormalize, so the result is always a distribution."""
+    """Log-probabilities over K candidates + one pooled "other" outcome (mass ``1 - sum p``). Multi-token
+    candidates need not sum to <= 1, so "other" is clamped at 1e-12 and the whole renormalized."""
     lp = torch.tensor([float(x) for x in logprobs], dtype=torch.float64)
     p = lp.exp()
     other = torch.clamp(1.0 - p.sum(), min=1e-12)

@@ -16,10 +16,8 @@ def _default_mode() -> int:
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    The file gets the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
-    """
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``, with the usual
+    permissions (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

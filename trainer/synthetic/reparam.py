@@ -24,11 +24,8 @@ def _as_f64(x) -> torch.Tensor:
 
 
 class Reparam:
-    """A target transform f with its inverse and domains.
-
-    x_lo: lower bound of f's domain (None = all reals); y_lo: lower bound of f⁻¹'s domain;
-    y_clamp: (lo, hi) that `to_target` clamps model outputs into before inverting (None = no bound).
-    """
+    """A target transform f with its inverse: x_lo / y_lo bound f's / f⁻¹'s domain (None = all reals), y_clamp
+    is the (lo, hi) `to_target` clamps model outputs into before inverting (None = no bound)."""
 
     def __init__(self, name: str, f: Callable, finv: Callable, x_lo: Bound | None = None,
                  y_lo: Bound | None = None, y_clamp: tuple[float | None, float | None] = (None, None)):
