@@ -64,7 +64,7 @@ def test_two_cell_grid_end_to_end_resume_and_reevaluate(tmp_path, capsys):
 
     md = (gdir / "REPORT.md").read_text()
     table = headline_table(gdir / "REPORT.md").splitlines()
-    assert table[0].startswith("| alpha | n | final LM loss | LSM (SCE) | LSM (sym KL) | PPL 1×L")
+    assert table[0].startswith("| alpha | n | final LM loss | LSM (SCE) | LSM (sym KL) | excess NLL 4–8×L | PPL 1×L")
     assert len(table) == 4  # header, rule, two groups
     assert "(baseline)" in table[2] and "Δ" not in table[2]  # alpha 0 sorts first
     assert table[3].startswith("| 0.1 |") and "(Δ " in table[3]
