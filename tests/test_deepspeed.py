@@ -39,9 +39,18 @@ def free_port() -> int:
 
 def start(args, env=None):
     """The launcher in its own session (so the test can signal its whole process group)."""
-    cmd = [DEEPSPEED, "--num_gpus", "2", "--master_port", str(free_port()), "--module", "trainer.train", *args]
-    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    port = free_port()
+    cmd = [DEEPSPEED, "--num_gpus", "2", "--master_port", str(port), "--module", "trainer.train", *args]
+    p = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    p.port = port
+    return p
+
+
+def shm_buffers(p) -> list[Path]:
+    """DeepSpeed's CPU allreduce buffers of this launch (named by user, address and port, one per rank);
+    trainer/runtime.py unlinks them once every rank has mapped its own."""
+    return sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{p.port}_*"))
 
 
 def finish(p, timeout=600):
@@ -103,8 +112,10 @@ def refs(args, tmp_path_factory):
     def get(stage):
         if stage not in made:
             out = tmp_path_factory.mktemp(stage) / "run"
-            rc, log = finish(start(["--deepspeed", f"ds_configs/{stage}.json", *args, "--out", str(out)]))
+            p = start(["--deepspeed", f"ds_configs/{stage}.json", *args, "--out", str(out)])
+            rc, log = finish(p)
             assert rc == 0, log[-3000:]
+            assert not shm_buffers(p), "a finished run left its shared-memory buffers in /dev/shm"
             made[stage] = out
         return made[stage]
     return get
@@ -137,6 +148,7 @@ def test_zero2_kill9_before_a_checkpoint_and_between_renames(args, refs, tmp_pat
     os.killpg(p.pid, signal.SIGKILL)
     finish(p)
     assert not (out / "checkpoint").exists()
+    assert not shm_buffers(p), "a killed run left its shared-memory buffers in /dev/shm (69 MB per rank)"
 
     rc, log = finish(start(["--resume", "--out", str(out)], {"OLH_FAULT": "save-between-renames@4"}))
     assert rc != 0 and (out / "checkpoint.old").exists() and not (out / "checkpoint").exists(), log[-3000:]
