@@ -106,6 +106,14 @@ def _r(v, ci) -> str:
     return "n/a" if v is None else f"{v:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
 
 
+def correlation_rows(table: list[dict]) -> list[str]:
+    """The markdown table of correlations(): a predictor of long-context ability has r > 0 with excess NLL
+    (lower is better) and r < 0 with copy gain (higher is better)."""
+    return ["| long-context score | predictor | n | Pearson r [95 % CI] | Spearman ρ [95 % CI] |", "|---|---|---|---|---|",
+            *(f"| {t['score']} | {t['predictor']} | {t['n']} | {_r(t['pearson'], t['pearson_ci'])} | "
+              f"{_r(t['spearman'], t['spearman_ci'])} |" for t in table)]
+
+
 def correlation(grid_dir: Path, rows, cols) -> list[str]:
     """Does LSM predict long-context ability better than the training loss? A table over every run of the
     grid (also written to correlations.json) and scatter plots of LSM and loss against each score."""
@@ -115,10 +123,7 @@ def correlation(grid_dir: Path, rows, cols) -> list[str]:
     (grid_dir / "correlations.json").write_text(json.dumps(table, indent=1) + "\n")
     md = [f"**Does LSM predict long-context ability?** Correlation over the {max(t['n'] for t in table)} runs of "
           f"this grid, with 95 % bootstrap intervals ({N_BOOT} resamples of the runs). Paper, across pretrained "
-          "models: |r| = 0.85 for LSM vs 0.62 for training loss.", "",
-          "| long-context score | predictor | n | Pearson r [95 % CI] | Spearman ρ [95 % CI] |", "|---|---|---|---|---|"]
-    md += [f"| {t['score']} | {t['predictor']} | {t['n']} | {_r(t['pearson'], t['pearson_ci'])} | "
-           f"{_r(t['spearman'], t['spearman_ci'])} |" for t in table]
+          "models: |r| = 0.85 for LSM vs 0.62 for training loss.", "", *correlation_rows(table)]
     scores = list(dict.fromkeys((t["score"], t["score_key"]) for t in table))
     preds = list(dict.fromkeys((t["predictor"], t["predictor_key"]) for t in table))
     fig, ax = _plt().subplots(len(preds), len(scores), figsize=(2.6 * len(scores) + 1, 2.4 * len(preds)), squeeze=False)
