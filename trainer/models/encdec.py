@@ -5,39 +5,24 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from trainer.models.layers import Block, KVCache
-from trainer.models.positional import POSITIONAL
+from trainer.models.layers import Block, KVCache, TiedLM
 from trainer.models.registry import MODELS
 
 
 @MODELS.register("encdec", help="T5-style encoder-decoder used as a prefix LM")
-class EncDecLM(nn.Module):
+class EncDecLM(TiedLM):
     kind = "seq2seq"
 
     def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         n_enc = cfg.n_enc_layer or cfg.n_layer
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        nn.init.normal_(self.wte.weight, std=0.02)
-        self.pe = POSITIONAL.get(cfg.pe)(cfg)  # one module; encoder and decoder count positions from 0
-        self.drop = nn.Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(Block(cfg, causal=False, cross=False, n_layer_for_init=n_enc)
                                      for _ in range(n_enc))
         self.ln_enc = nn.LayerNorm(cfg.d_model)
         self.decoder = nn.ModuleList(Block(cfg, causal=True, cross=True, n_layer_for_init=cfg.n_layer)
                                      for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-
-    @property
-    def max_positions(self) -> int | None:
-        return self.pe.max_positions
-
-    def output_head(self, h: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (.., D) -> logits (.., V): the tied embedding."""
-        return F.linear(h, self.wte.weight)
 
     def new_cache(self) -> KVCache:
         return KVCache(len(self.decoder))
@@ -62,18 +47,5 @@ class EncDecLM(nn.Module):
             memory = self.encode(enc_tokens, enc_mask)  # (B, S, D)
             if cache is not None:
                 cache.memory, cache.enc_mask = memory, enc_mask
-        B, T = dec_tokens.shape
-        offset = cache.length if cache is not None else 0
-        pos = torch.arange(offset, offset + T, device=dec_tokens.device)
-        h = self.drop(self.pe.add_to_input(self.wte(dec_tokens), pos))  # (B, T, D)
-        hiddens = []
-        for i, blk in enumerate(self.decoder):
-            h = blk(h, pos, self.pe, cache=cache.layers[i] if cache is not None else None,
-                    memory=memory, memory_mask=enc_mask)
-            if return_hidden:
-                hiddens.append(F.layer_norm(h, h.shape[-1:]))
-        if cache is not None:
-            cache.length += T
-        h = self.ln_f(h)
-        logits = self.output_head(h) if head else h  # head=False: (B, T, D), the caller picks positions
-        return (logits, hiddens) if return_hidden else logits
+        return self._run_blocks(self.decoder, dec_tokens, cache, return_hidden, head, memory=memory,
+                                memory_mask=enc_mask)

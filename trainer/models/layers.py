@@ -1,8 +1,7 @@
-"""Transformer pieces shared by decoder.py and encdec.py: attention with a KV cache, MLP, blocks.
+"""Pieces the model families share: the tied-embedding base, attention with a KV cache, MLP, blocks.
 
 The positional encoding is passed to every call rather than stored in each layer, so its parameters
-(the `learned` table) live once, on the model.
-"""
+(the `learned` table) live once, on the model."""
 from __future__ import annotations
 
 import math
@@ -10,6 +9,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from trainer.models.positional import POSITIONAL
 
 
 class LayerCache:
@@ -115,3 +116,45 @@ class Block(nn.Module):
             h = h + self.drop(self.xattn(self.ln_x(h), pos, kv_src=memory, key_mask=memory_mask))
         return h + self.mlp(self.ln2(h))
 
+
+class TiedLM(nn.Module):
+    """Base of the families: a tied token embedding (input and output head), dropout, and the causal
+    block stack with its cache and per-layer hidden states. A subclass builds its layers and `ln_f`."""
+
+    def __init__(self, cfg, pe: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.wte.weight, std=0.02)
+        if pe:
+            self.pe = POSITIONAL.get(cfg.pe)(cfg)  # one module; encoder and decoder count positions from 0
+        self.drop = nn.Dropout(cfg.dropout)
+
+    @property
+    def max_positions(self) -> int | None:
+        return self.pe.max_positions
+
+    def output_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (.., D) -> logits (.., V): the tied embedding."""
+        return F.linear(h, self.wte.weight)
+
+    def _run_blocks(self, blocks, tokens, cache, return_hidden: bool, head: bool, **block_kw):
+        """The causal stack over tokens (B, T): with a cache they continue the cached sequence (positions
+        start at cache.length) and the cache is extended in place."""
+        T = tokens.shape[1]
+        offset = cache.length if cache is not None else 0
+        pos = torch.arange(offset, offset + T, device=tokens.device)
+        h = self.drop(self.pe.add_to_input(self.wte(tokens), pos))  # (B, T, D)
+        hiddens = []
+        for i, blk in enumerate(blocks):
+            h = blk(h, pos, self.pe, cache=cache.layers[i] if cache is not None else None, **block_kw)
+            if return_hidden:
+                hiddens.append(F.layer_norm(h, h.shape[-1:]))
+        if cache is not None:
+            cache.length += T
+        return self._finish(h, hiddens, return_hidden, head)
+
+    def _finish(self, h, hiddens, return_hidden: bool, head: bool):
+        h = self.ln_f(h)
+        logits = self.output_head(h) if head else h  # head=False: (B, T, D), the caller picks positions
+        return (logits, hiddens) if return_hidden else logits

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from trainer.errors import OLHError
+from trainer.models.layers import TiedLM
 from trainer.models.registry import MODELS
 from trainer.registry import Registry
 
@@ -30,27 +30,19 @@ class RNNState:
 
 
 @MODELS.register("rnn", help="stacked LSTM/GRU language model (--cell)")
-class RNNLM(nn.Module):
+class RNNLM(TiedLM):
     kind = "causal"
     max_positions = None
 
     def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
         cell = CELLS.get(cfg.cell)
+        super().__init__(cfg, pe=False)
         D = cfg.d_model
-        self.wte = nn.Embedding(cfg.vocab_size, D)
-        nn.init.normal_(self.wte.weight, std=0.02)
-        self.drop = nn.Dropout(cfg.dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(D) for _ in range(cfg.n_layer))
         # one module per layer (not num_layers=N) so every layer's output is available for
         # hidden-state alignment
         self.layers = nn.ModuleList(cell(D, D, batch_first=True) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(D)
-
-    def output_head(self, h: torch.Tensor) -> torch.Tensor:
-        """Final hidden states (.., D) -> logits (.., V): the tied embedding."""
-        return F.linear(h, self.wte.weight)
 
     def new_cache(self) -> RNNState:
         return RNNState(len(self.layers))
@@ -68,9 +60,7 @@ class RNNLM(nn.Module):
                 cache.states[i] = state
             h = h + self.drop(out)
             if return_hidden:
-                hiddens.append(F.layer_norm(h, h.shape[-1:]))
+                hiddens.append(nn.functional.layer_norm(h, h.shape[-1:]))
         if cache is not None:
             cache.length += tokens.shape[1]
-        h = self.ln_f(h)
-        logits = self.output_head(h) if head else h  # head=False: (B, T, D), the caller picks positions
-        return (logits, hiddens) if return_hidden else logits
+        return self._finish(h, hiddens, return_hidden, head)
