@@ -22,7 +22,6 @@ _LM_EVAL_VALIDATION = ("lm_eval/config/", "lm_eval/_cli/", "lm_eval/api/registry
 def injected_metadata(model_args: dict | None, metadata: dict | None) -> dict:
     """metadata plus run_dir / l_train / tokenizer derived from model_args['pretrained']."""
     from olharness.task_common import run_facts
-
     pre = (model_args or {}).get("pretrained")
     return {**(run_facts(pre) if pre else {}), **(metadata or {})}
 
@@ -35,7 +34,6 @@ def _with_our_tasks(include_path):
 def user_error(e: BaseException) -> str | None:
     """The one-line message for an exception a user's input caused, else None (a bug: traceback)."""
     from trainer.errors import OLHError
-
     if isinstance(e, OLHError):
         return str(e)
     if isinstance(e, AttributeError) and e.name == "lsm":  # lm-eval's getattr(lm, "lsm")
@@ -52,9 +50,7 @@ def user_error(e: BaseException) -> str | None:
 def _run() -> None:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
-
     from trainer.errors import OLHError
-
     setup_logging()
     parser = HarnessCLI()
     args = parser.parse_args()

@@ -30,7 +30,6 @@ _INTERNAL_IMPORT = re.compile(r"^(from trainer[.\w]* import .*|import trainer[.\
 def bundle_core() -> str:
     """The trainer's model code as one self-contained module (intra-project imports removed)."""
     import trainer
-
     base = Path(trainer.__file__).resolve().parent
     parts = ['"""olharness model code bundled from trainer/ by olharness.export_hf (do not edit)."""',
              "from __future__ import annotations", ""]
@@ -44,9 +43,7 @@ def bundle_core() -> str:
 def export(run_dir: str | Path, out_dir: str | Path, max_length: int | None = None) -> Path:
     """Write the HF directory for the checkpoint in run_dir; returns out_dir."""
     from safetensors.torch import save_file
-
     from trainer.checkpoint import checkpoint_dir, load_model
-
     ck = checkpoint_dir(run_dir)
     model, cfg, tok = load_model(ck, "cpu")
     if model.kind != "causal":

@@ -71,7 +71,6 @@ class LSMMixin:
     def lsm(self, requests, disable_tqdm: bool = False) -> list[dict[str, float]]:
         from lm_eval.models.utils import Collator
         from tqdm import tqdm
-
         parsed = [parse_lsm_args(r.args) for r in requests]
         views: list[list[int]] = []
         for text, l_short, l_long, opts in parsed:
@@ -104,7 +103,6 @@ class LSMMixin:
 
 
 # ---------- loglikelihood-only approximation (olh_lsm_ll) ---------------------------------------------------
-
 def candidate_distribution(logprobs: Sequence[float]) -> torch.Tensor:
     """Log-probabilities over K candidates + one pooled "other" outcome (mass ``1 - sum p``). Multi-token
     candidates need not sum to <= 1, so "other" is clamped at 1e-12 and the whole renormalized."""
@@ -127,7 +125,6 @@ def approx_divergences(long_lls: Sequence[float], short_lls: Sequence[float], di
 
 
 # ---------- hf-lsm: lm-eval's HFLM + the exact metric -------------------------------------------------------
-
 def _build_hflsm():
     from lm_eval.models.huggingface import HFLM
 
@@ -149,7 +146,6 @@ def _build_hflsm():
 
         def _lsm_forward(self, views: list[list[int]]) -> torch.Tensor:
             from olharness.tokens import pad_batch
-
             pad = self.tokenizer.pad_token_id or 0
             if self.backend == "causal":  # right padding: causal attention never sees it
                 inp, mask = pad_batch([self._lsm_prefix() + v for v in views], pad, self.device)

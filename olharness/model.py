@@ -63,7 +63,6 @@ class OLM(LSMMixin, TemplateLM):
         if str(dtype) not in DTYPES:
             raise OLHError(f"ol: unknown dtype '{dtype}'; valid: {', '.join(DTYPES)}")
         from trainer.checkpoint import load_model
-
         self._device = resolve_device(device)
         model, self.run_config, self.tok = load_model(pretrained, "cpu")
         self.model = model.to(device=self._device, dtype=DTYPES[str(dtype)])

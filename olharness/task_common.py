@@ -39,11 +39,9 @@ DEFAULT_SEED = 1234
 def _model_arg_names() -> frozenset[str]:
     """Constructor arguments of ol and lm-eval's hf model: lm-eval merges --model_args into metadata."""
     from olharness.model import OLM
-
     names = set(inspect.signature(OLM.__init__).parameters)
     try:
         from lm_eval.models.huggingface import HFLM
-
         names |= set(inspect.signature(HFLM.__init__).parameters)
     except ImportError:  # pragma: no cover
         pass
@@ -79,7 +77,6 @@ def seed_of(md: dict) -> int:
 
 
 # ---------- l_train and the reference tokenizer -------------------------------------------------------------
-
 def _ol_checkpoint(path) -> Path | None:
     """The checkpoint folder if path is one of our run/checkpoint directories."""
     if not path:
@@ -156,12 +153,10 @@ class RefTokenizer:
         sp_file = p if p.is_file() else p / "tokenizer.model" if (p / "tokenizer.model").is_file() else None
         if sp_file is not None and not (p.is_dir() and (p / "tokenizer_config.json").is_file() and not _is_ours(p)):
             from trainer.data import Tokenizer
-
             self._sp, self._hf, self.kind = Tokenizer.load(sp_file), None, "sentencepiece"
             return
         try:
             from transformers import AutoTokenizer
-
             self._sp, self.kind = None, "hf"
             self._hf = AutoTokenizer.from_pretrained(self.spec, trust_remote_code=bool(trust_remote_code))
         except Exception as e:  # noqa: BLE001 - any loading failure is a bad spec
@@ -200,13 +195,11 @@ def resolve_tokenizer(md: dict, task: str) -> RefTokenizer:
 
 
 # ---------- documents ---------------------------------------------------------------------------------------
-
 def load_texts(md: dict, task: str) -> list[tuple[str, str]]:
     """[(name, text)] of the held-out documents named by metadata ``texts`` (default Austen)."""
     spec = str(md.get("texts") or "")
     if not spec or spec == "austen" or spec.startswith("corpus:"):
         from trainer.data import load_corpus
-
         c = load_corpus(spec.removeprefix("corpus:") or "austen")
         return list(zip(c.heldout_names, c.heldout))
     p = Path(str(spec)).expanduser()

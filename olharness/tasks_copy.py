@@ -1,23 +1,12 @@
-"""``olh_copy``: retrieval by copying, scored by likelihood so any lm-eval model can be scored. YAML in
-``tasks/copy/``.
+"""``olh_copy``: retrieval by copying, scored by likelihood so any lm-eval model can be scored
+(tasks/copy/README.md).
 
-A task document is a held-out passage P of m = l_train/4 reference tokens with the c = l_train/4 tokens
-that precede it in its book, then filler (held-out text from another place), then P again; for each
-k in 1, 2, 4, 8 the filler is cut so that the second copy ends at k * l_train tokens, i.e. the copies
-start k * l_train - c - m tokens apart. The control is the same layout with another passage (and its
-context) in place of the first copy, so the second P follows the same filler at the same position and
-only "P was seen before" differs. Requests (``loglikelihood``): the first copy after its own context,
-and for each k the second copy after context + P + filler_k and after the control's head + filler_k.
-
-Metrics (nats per token of P, mean over documents):
-* ``copy_gain_<k>x`` (higher is better): NLL of the second copy in the control minus that after the
-  first copy. A model that looks back and copies the passage gains up to the whole control NLL; one
-  that cannot reach that far gains about 0 (small transformers learn such "induction" copying early,
-  recurrent nets much less).
-* ``copy_drop_<k>x``: NLL of the first copy minus that of the second. Simpler, but the second copy
-  starts mid-text after unrelated filler, which costs NLL by itself; the gain removes that.
-* ``copy_nll_first``: NLL of the first copy.
-"""
+A document: a held-out passage P of m = l_train/4 tokens after its c = l_train/4 tokens of context, then
+filler from another place, then P again, ending at k * l_train tokens for k in 1, 2, 4, 8. The control
+puts another passage (and its context) in place of the first copy, so only "P was seen before" differs.
+Metrics, nats per token of P: ``copy_gain_<k>x`` = NLL of the second copy in the control minus after the
+first copy (about 0: the model cannot look back that far); ``copy_drop_<k>x`` = NLL of the first copy
+minus that of the second (also pays for starting mid-text after filler); ``copy_nll_first``."""
 from __future__ import annotations
 
 import datasets

@@ -1,28 +1,13 @@
-"""``olh_ppl_len``: perplexity by context length, on held-out long documents. YAMLs in ``tasks/ppl_len/``.
+"""``olh_ppl_len``: perplexity by context length, on held-out long documents (tasks/ppl_len/README.md).
 
-The group ``olh_ppl_len`` has one task per context length C = k * l_train, k in {1, 2, 4, 8}
-(``olh_ppl_len_1x`` ... ``_8x``; YAML key ``length_multiple: k``). All four score the same tokens:
-``n_docs`` spans of 8 * l_train reference tokens (metadata ``n_docs``, default 4), drawn without
-overlap and seeded from the held-out documents; task k cuts each span into 8/k chunks of C tokens,
-one task document per chunk. So a token at offset j of its chunk is predicted from min(j, C) tokens
-of context, and the four rows differ only in how much context the model gets.
-
-Per chunk:
-* one ``loglikelihood_rolling`` request (the model's rolling windows; a model whose max_length is at
-  least C, as ``ol``'s default 8 * l_train is, scores the chunk in one window), giving
-  ``word_perplexity``, ``byte_perplexity`` and ``bits_per_byte`` as lm-eval's perplexity tasks do
-  (words counted once per span, see ``count_words``, so the four lengths share denominators),
-  and ``token_perplexity`` (per reference token: the model's own for ``ol`` and our HF exports);
-* ``loglikelihood`` requests for the chunk's position buckets [0, 1x), [1x, 2x), [2x, 4x), [4x, 8x)
-  of l_train (those below C): context = the chunk before the bucket, continuation = the bucket,
-  giving ``nll_0-1x`` ... ``nll_4-8x``, the mean NLL (nats) per token at those positions. The
-  bucket boundaries are in reference tokens, re-tokenized by the model (exact when they agree).
-* ``excess_1-2x`` ... ``excess_4-8x`` (k >= 2): the length-generalization score, mean NLL of the
-  bucket minus mean NLL of positions [0, 1x) of the same chunks. Below 0: the extra context helps;
-  above 0: the model degrades past its training length.
-A model whose max_length is below C scores a chunk in several rolling windows, i.e. at its own
-max_length (lm-eval's rule); set ``max_length`` in --model_args to at least 8 * l_train.
-"""
+Task ``olh_ppl_len_<k>x`` (YAML key ``length_multiple: k``) cuts each of ``n_docs`` seeded spans of
+8 * l_train reference tokens into chunks of C = k * l_train tokens, one task document per chunk, so the
+four tasks score the same tokens with different context. Per chunk: one ``loglikelihood_rolling``
+request (word/byte/token perplexity, bits per byte; words counted once per span by ``count_words``) and
+one ``loglikelihood`` request per position bucket below C ([0, 1x), [1x, 2x), ... of l_train, context =
+the chunk before it; bounds in reference tokens, re-tokenized by the model): ``nll_<a>-<b>x`` and
+``excess_<a>-<b>x`` (the bucket's NLL minus that of [0, 1x) of the same chunks). A model whose
+max_length is below C scores in several rolling windows, i.e. at its own max_length (lm-eval's rule)."""
 from __future__ import annotations
 
 import logging

@@ -62,7 +62,6 @@ def _curve(ax, rows, xs_keys, label, band: bool = False, **style) -> None:
 
 def spearman(x, y) -> float | None:
     from scipy.stats import rankdata
-
     return pearson(rankdata(x), rankdata(y))
 
 
@@ -78,7 +77,6 @@ def bootstrap_ci(x, y, ranks: bool = False, n: int = N_BOOT, seed: int = 0) -> t
     """95 % percentile interval of Pearson r (of ranks: Spearman) over resamples of the runs (with
     replacement); resamples without spread are skipped, and None when more than half have none."""
     from scipy.stats import rankdata
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     idx = np.random.default_rng(seed).integers(0, len(x), (n, len(x)))
     X, Y = x[idx], y[idx]

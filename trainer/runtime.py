@@ -97,7 +97,6 @@ def _unlink_shm_buffer(rank: int) -> None:
     in /dev/shm until the machine runs out of memory. Once all ranks have mapped them (the barrier),
     the names are not needed, and the mappings live on until the processes exit."""
     import torch.distributed as dist
-
     path = Path("/dev/shm") / (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
                                f"{os.environ.get('MASTER_PORT', '')}_{rank}")
     dist.barrier()  # on every rank (whether or not it has a buffer), so no rank waits alone

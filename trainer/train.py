@@ -14,7 +14,6 @@ from __future__ import annotations
 
 if __name__ == "__main__":  # a Ctrl-C or SIGTERM during the imports below is remembered, not a traceback
     import signal as _signal
-
     from trainer.lifecycle import early_handler
     _signal.signal(_signal.SIGINT, early_handler)
     _signal.signal(_signal.SIGTERM, early_handler)

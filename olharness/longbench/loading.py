@@ -90,7 +90,6 @@ def _hub_dir() -> Path:
     """Download THUDM's ``data.zip`` from the hub (cached) and extract it once; return its folder."""
     try:
         from huggingface_hub import hf_hub_download
-
         zip_path = Path(hf_hub_download(HUB_REPO, "data.zip", repo_type="dataset"))
     except Exception as err:  # network, auth, missing package
         raise DataError(

@@ -65,7 +65,6 @@ def _get_rouge():
     global _rouge
     if _rouge is None:
         from rouge import Rouge
-
         # Only ROUGE-L is read. ROUGE-1/2 (also computed by THUDM's default ``Rouge()``) raise
         # exactly when ROUGE-L does (empty hypothesis or reference), so skipping them changes nothing.
         _rouge = Rouge(metrics=["rouge-l"])

@@ -128,7 +128,6 @@ def score_prediction_dir(pred_dir: str | Path) -> dict[str, dict[str, float]]:
 
 if __name__ == "__main__":  # pragma: no cover
     import sys
-
     if len(sys.argv) != 2:
         sys.exit("usage: python -m olharness.longbench.protocol PRED_DIR")
     print(json.dumps(score_prediction_dir(sys.argv[1]), indent=2))

@@ -40,8 +40,6 @@ _BYTES_MASK = 1 << 1
 
 
 # ---------- Reader ------------------------------------------------------------------------------------------
-
-
 def _split_chunks(data: bytes, path: Path) -> list[bytes]:
     """Decompress every chunk of an ``.rdb`` file, in file order."""
     chunks = []
@@ -178,8 +176,6 @@ def read_rdata_rdb(path: str | os.PathLike) -> dict[str, str]:
 
 
 # ---------- Locating the file -------------------------------------------------------------------------------
-
-
 def cache_root() -> Path:
     """Project cache root: ``$OLH_CACHE`` or ``~/.cache/olharness``."""
     env = os.environ.get(ENV_CACHE)
@@ -259,8 +255,6 @@ def find_austen(path: str | os.PathLike | None = None) -> Path:
 
 
 # ---------- Split -------------------------------------------------------------------------------------------
-
-
 def _norm(title: str) -> str:
     t = title.lower().replace("&", " and ")
     return re.sub(r"[^a-z0-9]+", "", t)

@@ -63,9 +63,6 @@ def load_corpus(spec: str = "austen", heldout_frac: float = 0.1, seed: int = 0) 
     return _split_docs(spec, docs, names, heldout_frac, seed)
 
 
-# --------------------------------------------------------------------------------------------
-
-
 def _load_austen(path: str | None) -> Corpus:
     rdb = find_austen(path)
     books = read_rdata_rdb(rdb)
@@ -82,7 +79,6 @@ def _looks_like_path(spec: str) -> bool:
 def _quiet_datasets():
     """Silence ``datasets``' per-load progress bars for small local loads."""
     import datasets
-
     was_disabled = datasets.utils.are_progress_bars_disabled()
     datasets.utils.disable_progress_bars()
     try:
@@ -184,7 +180,6 @@ def _load_hub(spec: str) -> tuple[list[str], list[str]]:
     split = split or "train"
     try:
         import datasets
-
         ds = datasets.load_dataset(name, split=split)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

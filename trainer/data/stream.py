@@ -52,7 +52,6 @@ def _load_cached(cache_path: Path, key: str) -> np.ndarray | None:
 
 def _tokenize(texts: list[str], tokenizer: Tokenizer, progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
-
     eos = np.array([tokenizer.eos_id], dtype=np.int32)
     parts: list[np.ndarray] = []
     total = sum(len(t) for t in texts)

@@ -25,7 +25,6 @@ MAX_SENTENCES = 1_000_000
 
 def _spm():
     import sentencepiece
-
     return sentencepiece
 
 

@@ -107,7 +107,6 @@ class ALiBi(PositionalEncoding):
 
 
 # ---------- RoPE scaling: each returns (inv_freq, position_scale). Positions are divided by position_scale. ---
-
 def _inv_freq(base: float, hd: int) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, hd, 2).float() / hd))
 
