@@ -58,28 +58,18 @@ def export(run_dir: str | Path, out_dir: str | Path, max_length: int | None = No
     shutil.copyfile(ck / "tokenizer.model", out / "tokenizer.model")
     save_file({f"olh.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
-    config = {
-        "model_type": "olh",
-        "architectures": ["OLHForCausalLM"],
-        "auto_map": {"AutoConfig": "configuration_olh.OLHConfig", "AutoModelForCausalLM": "modeling_olh.OLHForCausalLM"},
-        "olh_model": cfg.model.__dict__ | {"dropout": 0.0},
-        "olh_seq_len": cfg.data.seq_len,
-        "max_position_embeddings": max_len,
-        "vocab_size": tok.vocab_size,
-        "bos_token_id": tok.eos_id,
-        "eos_token_id": tok.eos_id,
-        "pad_token_id": tok.pad_id,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-    }
+    config = {"model_type": "olh", "architectures": ["OLHForCausalLM"],
+              "auto_map": {"AutoConfig": "configuration_olh.OLHConfig",
+                           "AutoModelForCausalLM": "modeling_olh.OLHForCausalLM"},
+              "olh_model": cfg.model.__dict__ | {"dropout": 0.0}, "olh_seq_len": cfg.data.seq_len,
+              "max_position_embeddings": max_len, "vocab_size": tok.vocab_size, "bos_token_id": tok.eos_id,
+              "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id, "tie_word_embeddings": False,
+              "torch_dtype": "float32"}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tok_config = {
-        "tokenizer_class": "OLHTokenizer",
-        "auto_map": {"AutoTokenizer": ["tokenization_olh.OLHTokenizer", None]},
-        "bos_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
-        "model_max_length": max_len,
-        "clean_up_tokenization_spaces": False,
-    }
+    tok_config = {"tokenizer_class": "OLHTokenizer",
+                  "auto_map": {"AutoTokenizer": ["tokenization_olh.OLHTokenizer", None]},
+                  "bos_token": "</s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+                  "model_max_length": max_len, "clean_up_tokenization_spaces": False}
     (out / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
     (out / "olh_export.json").write_text(json.dumps({"source": str(ck), "l_train": cfg.data.seq_len,
                                                       "arch": cfg.model.arch, "pe": cfg.model.pe}, indent=2) + "\n")

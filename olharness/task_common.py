@@ -127,6 +127,14 @@ class GeneratedTestTask:
     """Mixin for our class-based tasks whose documents are generated in ``download()`` into
     ``self.dataset["test"]`` and whose requests are built in ``construct_requests`` (no prompt)."""
 
+    def _configure(self, cfg: dict, metrics: list[tuple[str, object, bool]], **defaults) -> None:
+        """ConfigurableTask.__init__ on the YAML's config (without its ``class`` key) over our ``defaults``,
+        with our ``(metric, aggregation, higher_is_better)`` list and ``_process_results``."""
+        cfg = {"test_split": "test", **defaults, **cfg, "process_results": self._process_results,
+               "metric_list": [{"metric": n, "aggregation": a, "higher_is_better": h} for n, a, h in metrics]}
+        cfg.pop("class", None)
+        super().__init__(config=cfg)
+
     def has_training_docs(self):
         return False
 
@@ -183,12 +191,10 @@ def resolve_tokenizer(md: dict, task: str) -> RefTokenizer:
     trust = trusts_remote_code(md)
     if md.get("tokenizer"):
         return RefTokenizer(md["tokenizer"], trust)
-    for key in ("run_dir", "pretrained"):
-        ck = _ol_checkpoint(md.get(key))
-        if ck is not None:
-            return RefTokenizer(ck / "tokenizer.model")
-        if md.get(key) and (Path(str(md[key])) / "tokenizer.model").is_file():
-            return RefTokenizer(Path(str(md[key])) / "tokenizer.model")
+    for key in ("run_dir", "pretrained"):  # one of our runs (its checkpoint/), or a folder with tokenizer.model
+        d = _ol_checkpoint(md.get(key)) or (Path(str(md[key])) if md.get(key) else None)
+        if d is not None and (d / "tokenizer.model").is_file():
+            return RefTokenizer(d / "tokenizer.model")
     if md.get("pretrained"):
         return RefTokenizer(md["pretrained"], trust)
     raise OLHError(f"{task}: no reference tokenizer; pass --metadata tokenizer=PATH_OR_NAME (or run_dir=RUN_DIR)")

@@ -25,16 +25,9 @@ class CopyTask(tc.GeneratedTestTask, ConfigurableTask):
     """``class: !function olharness.tasks_copy.CopyTask``."""
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
-        cfg = dict(config or {})
-        cfg.pop("class", None)
-        cfg.setdefault("output_type", "loglikelihood")
-        cfg.setdefault("test_split", "test")
-        cfg.setdefault("doc_to_target", "passage")
         names = ["copy_nll_first"] + [f"copy_{w}_{k}x" for w in ("gain", "drop") for k in MULTIPLES]
-        cfg["metric_list"] = [{"metric": n, "aggregation": mean_nll, "higher_is_better": n != "copy_nll_first"}
-                              for n in names]
-        cfg["process_results"] = self._process_results
-        super().__init__(config=cfg)
+        self._configure(dict(config or {}), [(n, mean_nll, n != "copy_nll_first") for n in names],
+                        output_type="loglikelihood", doc_to_target="passage")
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         task = self.config.task or "olh_copy"

@@ -72,17 +72,11 @@ class LSMTask(tc.GeneratedTestTask, ConfigurableTask):
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
         cfg = dict(config or {})
-        cfg.pop("class", None)
         self.suffix_range = tuple(cfg.pop("suffix_range", (0.5, 1.0)))
         self.approximate = bool(cfg.pop("approximate", False))
         self.n_candidates = int(cfg.pop("n_candidates", 32)) if self.approximate else 0
         names = APPROX_METRICS if self.approximate else EXACT_METRICS
-        cfg.setdefault("output_type", "loglikelihood")
-        cfg.setdefault("test_split", "test")
-        cfg.setdefault("doc_to_target", "text")
-        cfg["metric_list"] = [{"metric": n, "aggregation": "mean", "higher_is_better": False} for n in names]
-        cfg["process_results"] = self._process_results
-        super().__init__(config=cfg)
+        self._configure(cfg, [(n, "mean", False) for n in names], output_type="loglikelihood", doc_to_target="text")
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         task = self.config.task or "olh_lsm"

@@ -78,21 +78,16 @@ class PPLLenTask(tc.GeneratedTestTask, ConfigurableTask):
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
         cfg = dict(config or {})
-        cfg.pop("class", None)
         self.k = int(cfg.pop("length_multiple", 1))
         if self.k not in MULTIPLES:
             raise OLHError(f"olh_ppl_len: length_multiple must be one of {MULTIPLES}, got {self.k}")
         self.buckets = [(a, b) for a, b in BUCKETS if b <= self.k]
-        cfg.setdefault("output_type", "loglikelihood_rolling")
-        cfg.setdefault("test_split", "test")
-        cfg.setdefault("doc_to_target", "text")
         metrics = [("word_perplexity", weighted_perplexity), ("byte_perplexity", weighted_perplexity),
                    ("bits_per_byte", bits_per_byte), ("token_perplexity", token_perplexity)]
         metrics += [(bucket_name(a, b), mean_nll) for a, b in self.buckets]
         metrics += [(f"excess_{a}-{b}x", excess_nll) for a, b in self.buckets[1:]]
-        cfg["metric_list"] = [{"metric": n, "aggregation": f, "higher_is_better": False} for n, f in metrics]
-        cfg["process_results"] = self._process_results
-        super().__init__(config=cfg)
+        self._configure(cfg, [(n, f, False) for n, f in metrics], output_type="loglikelihood_rolling",
+                        doc_to_target="text")
 
     def download(self, dataset_kwargs=None, **kwargs) -> None:
         task = self.config.task or f"olh_ppl_len_{self.k}x"

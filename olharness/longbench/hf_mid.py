@@ -58,8 +58,6 @@ class HFMidLM(HFLM):
                     f"hf-mid: prompt of {len(ids)} tokens middle-truncated to {len(cut)} "
                     "(first and last halves kept; further truncations are logged at DEBUG)")
             rows.append(cut)
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        pad = next((t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) if t is not None), 0)
         input_ids, mask = pad_batch(rows, pad, left=padding_side == "left")
         return input_ids, mask.long()

@@ -49,8 +49,7 @@ def validate_row(row, path: Path, lineno: int, dataset: str) -> dict:
             raise _fail(path, lineno, f"field '{field}' must be {want}, got {type(value).__name__}")
     if row["length"] < 0:
         raise _fail(path, lineno, f"field 'length' must be >= 0, got {row['length']}")
-    answers = row["answers"]
-    classes = row["all_classes"]
+    answers, classes = row["answers"], row["all_classes"]
     if classes is not None and not all(isinstance(c, str) for c in classes):
         raise _fail(path, lineno, "field 'all_classes' must be null or a list of strings")
     base = dataset.removesuffix("_e")
@@ -92,11 +91,9 @@ def _hub_dir() -> Path:
         from huggingface_hub import hf_hub_download
         zip_path = Path(hf_hub_download(HUB_REPO, "data.zip", repo_type="dataset"))
     except Exception as err:  # network, auth, missing package
-        raise DataError(
-            f"could not download data.zip from the hub dataset {HUB_REPO} ({type(err).__name__}: "
-            f"{err}); download and unzip it yourself and pass --metadata "
-            "'{\"longbench_dir\": \"/path/to/data\"}'"
-        ) from None
+        raise DataError(f"could not download data.zip from the hub dataset {HUB_REPO} ({type(err).__name__}: {err}); "
+                        "download and unzip it yourself and pass --metadata '{\"longbench_dir\": \"/path/to/data\"}'"
+                        ) from None
     target = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "olharness" / "longbench"
     marker = target / ".complete"
     if not marker.exists():

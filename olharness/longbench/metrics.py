@@ -34,8 +34,7 @@ def _token_f1(pred_tokens: Sequence[str], gold_tokens: Sequence[str]) -> float:
     same = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if same == 0:
         return 0.0
-    precision = same / len(pred_tokens)
-    recall = same / len(gold_tokens)
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
 
 
@@ -101,17 +100,13 @@ def classification_score(prediction: str, ground_truth: str, **kwargs) -> float:
     for term in matches:
         if term in ground_truth and term != ground_truth:
             matches.remove(term)
-    if ground_truth in matches:
-        return 1.0 / len(matches)
-    return 0.0
+    return 1.0 / len(matches) if ground_truth in matches else 0.0
 
 
 # ------------------------------------------------------------------------------ count, retrieval
 def _fraction_equal(prediction: str, target: str) -> float:
     numbers = _INT.findall(prediction)
-    if not numbers:
-        return 0.0
-    return sum(1 for n in numbers if n == target) / len(numbers)
+    return sum(1 for n in numbers if n == target) / len(numbers) if numbers else 0.0
 
 
 def count_score(prediction: str, ground_truth: str, **kwargs) -> float:
@@ -135,9 +130,7 @@ def fuzz_ratio(s1: str, s2: str) -> int:
         return 0
     if s1 == s2:
         return 100
-    if len(s1) == 0 or len(s2) == 0:
-        return 0
-    return int(round(100 * difflib.SequenceMatcher(None, s1, s2).ratio()))
+    return int(round(100 * difflib.SequenceMatcher(None, s1, s2).ratio())) if s1 and s2 else 0
 
 
 def first_code_line(prediction: str) -> str:
@@ -177,7 +170,4 @@ def score_row(metric: Callable[..., float], prediction: str, answers: Iterable[s
     (starting from 0.0, as THUDM does)."""
     if first_line_only:
         prediction = first_line(prediction)
-    score = 0.0
-    for gold in answers:
-        score = max(score, metric(prediction, gold, all_classes=all_classes))
-    return float(score)
+    return float(max([0.0, *(metric(prediction, gold, all_classes=all_classes) for gold in answers)]))

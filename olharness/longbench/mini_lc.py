@@ -99,10 +99,7 @@ def make_paragraphs(pieces: Sequence[tuple[str, int]], para_tokens: int) -> list
     """Group consecutive pieces into paragraphs of about ``para_tokens`` to ``2 * para_tokens``
     tokens (a group shorter than ``para_tokens // 2`` that cannot grow is dropped, as are the last
     remainder and duplicates); order is kept."""
-    out: list[str] = []
-    seen: set[str] = set()
-    cur: list[str] = []
-    total = 0
+    out, seen, cur, total = [], set(), [], 0
 
     def emit():
         para = " ".join(cur)
@@ -221,10 +218,9 @@ def _row_retrieval(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, i
 
 def _row_count(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, int]:
     ds = "mini_passage_count"
-    sep = pool.count("Paragraph 10:") + 1
-    idxs = _greedy_paragraphs(pool, rng, limit - _overhead(ds, pool.count), sep)
+    sep, budget = pool.count("Paragraph 10:") + 1, limit - _overhead(ds, pool.count)
+    idxs = _greedy_paragraphs(pool, rng, budget, sep)
     n_slots = len(idxs)
-    budget = limit - _overhead(ds, pool.count)
     # Repeats change the length; re-draw a few times (seeded) before shrinking.
     for _ in range(10):
         n_unique = rng.randint(max(1, n_slots // 2), n_slots)
@@ -256,8 +252,7 @@ def _row_passkey(pool: _Pool, rng: random.Random, limit: int) -> tuple[dict, int
     budget = limit - _overhead(ds, pool.count, PASSKEY_QUESTION) - pool.count(needle) - 1
     n_pieces = len(pool.pieces)
     start = rng.randrange(n_pieces)
-    sents: list[int] = []
-    used = 0
+    sents, used = [], 0
     for step in range(n_pieces):
         i = (start + step) % n_pieces
         cost = pool.pieces[i][1] + 1

@@ -72,11 +72,7 @@ def generation_kwargs(dataset: str) -> dict:
 
 def length_bucket(length: int) -> str:
     """``length < 4000`` -> ``0-4k``; ``< 8000`` -> ``4-8k``; else ``8k+``."""
-    if length < 4000:
-        return "0-4k"
-    if length < 8000:
-        return "4-8k"
-    return "8k+"
+    return "0-4k" if length < 4000 else "4-8k" if length < 8000 else "8k+"
 
 
 def score_prediction(dataset: str, prediction: str, answers: Sequence[str], all_classes=None) -> float:
@@ -88,9 +84,7 @@ def score_prediction(dataset: str, prediction: str, answers: Sequence[str], all_
 
 def bucket_mean(scores: Sequence[float]) -> float:
     """``100 * np.mean(scores)``; NaN for an empty bucket (as ``np.mean([])`` gives THUDM)."""
-    if len(scores) == 0:
-        return math.nan
-    return float(100 * np.mean(np.asarray(scores, dtype=float)))
+    return float(100 * np.mean(np.asarray(scores, dtype=float))) if len(scores) else math.nan
 
 
 def scorer_e(dataset: str, predictions: Sequence[str], answers: Sequence[Sequence[str]], lengths: Sequence[int],

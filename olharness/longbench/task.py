@@ -83,9 +83,7 @@ class _LongStyleTask(ConfigurableTask):
         return self._render(doc)
 
     def _process_results(self, doc: dict, results: list) -> dict:
-        prediction = results[0]
-        score = self._score(doc, prediction)
-        bucket = self._bucket(doc)
+        score, bucket = self._score(doc, results[0]), self._bucket(doc)
         return {"score": score, **{f"score_{b}": (bucket, score) for b in self.BUCKETS}}
 
 
@@ -238,11 +236,8 @@ class MiniLCMCTask(MiniLCTask):
         reqs = super().construct_requests(doc, ctx, **kwargs)
         base = mini_lc.render_prompt_without_context(self.dataset_key, doc)
         n = len(reqs)
-        return reqs + [
-            Instance(request_type=r.request_type, doc=r.doc, arguments=(base, *r.arguments[1:]), idx=n + i,
-                     metadata=r.metadata)  # fmt: skip
-            for i, r in enumerate(reqs)
-        ]
+        return reqs + [Instance(request_type=r.request_type, doc=r.doc, arguments=(base, *r.arguments[1:]), idx=n + i,
+                                metadata=r.metadata) for i, r in enumerate(reqs)]
 
     def _process_results(self, doc: dict, results: list) -> dict:
         n = len(doc["choices"])
@@ -252,10 +247,5 @@ class MiniLCMCTask(MiniLCTask):
         acc = float(_argmax(lls[:n]) == doc["gold"])
         calib = float(_argmax([a - b for a, b in zip(lls[:n], lls[n:])]) == doc["gold"])
         bucket = self._bucket(doc)
-        return {
-            "acc": acc,
-            **{f"acc_{b}": (bucket, acc) for b in self.BUCKETS},
-            "acc_calib": calib,
-            **{f"acc_calib_{b}": (bucket, calib) for b in self.BUCKETS},
-            "chance": 1 / n,
-        }
+        return {"acc": acc, **{f"acc_{b}": (bucket, acc) for b in self.BUCKETS}, "acc_calib": calib,
+                **{f"acc_calib_{b}": (bucket, calib) for b in self.BUCKETS}, "chance": 1 / n}
