@@ -144,10 +144,8 @@ class Grid:
             for cid, (phase, out, total) in list(self._status.items()):
                 if phase == "train":
                     m = out / "metrics.jsonl"
-                    n = sum(1 for _ in open(m)) if m.exists() else 0
-                    parts.append(f"{cid.replace('pretrain-', 'pre-')[:12]} train {n}/{total}")
-                else:
-                    parts.append(f"{cid.replace('pretrain-', 'pre-')[:12]} {phase}")
+                    phase = f"train {sum(1 for _ in open(m)) if m.exists() else 0}/{total}"
+                parts.append(f"{cid.replace('pretrain-', 'pre-')[:12]} {phase}")
             bar.set_postfix_str(" | ".join(parts), refresh=True)
 
     def run_cell(self, cell: dict, cfg: RunConfig, cid: str, jobs: int) -> dict:
@@ -342,8 +340,7 @@ def _main(args) -> int:
             if not args.report_only:
                 grid.run(args.jobs)
             if not args.no_report:
-                md = write_report(grid.dir)
-                print(f"report: {md}")
+                print(f"report: {write_report(grid.dir)}")
     except GridInterrupted as e:
         print(str(e), file=sys.stderr)
         return 128 + e.signum

@@ -56,11 +56,6 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "checkpoint" / "model.safetensors").exists()
 
 
-def _complete(d: Path) -> bool:
-    """A save writes trainer_state.json last, so its presence means every other file is on disk."""
-    return (d / "trainer_state.json").is_file()
-
-
 def recover_checkpoint(run_dir: str | Path) -> str | None:
     """Repair what a kill during `save_checkpoint` left behind; returns a note of what was done.
 
@@ -72,7 +67,7 @@ def recover_checkpoint(run_dir: str | Path) -> str | None:
     final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
     note = None
     if not final.exists():
-        if old.exists() and tmp.exists() and _complete(tmp):
+        if old.exists() and (tmp / "trainer_state.json").is_file():  # written last: the save is complete
             os.replace(tmp, final)
             note = "a save was interrupted between its renames: took the new checkpoint.tmp"
         elif old.exists():
@@ -125,8 +120,7 @@ def save_checkpoint(run_dir: Path, *, cfg: RunConfig, state_dict: dict, tokenize
     write DeepSpeed's sharded state (a collective) into the temp dir before rank 0 swaps;
     `write_extra(dir)` (rank 0) adds files beside the state, e.g. arch=hf's save_pretrained directory."""
     run_dir = Path(run_dir)
-    final = run_dir / "checkpoint"
-    tmp = run_dir / "checkpoint.tmp"
+    final, tmp = run_dir / "checkpoint", run_dir / "checkpoint.tmp"
     if is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

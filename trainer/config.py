@@ -219,13 +219,9 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         try:
-            cfg = cls.from_dict(json.loads(Path(path).read_text()))
+            return validate(cls.from_dict(json.loads(Path(path).read_text())))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise OLHError(f"cannot read config {path}: {e}") from None
-        except OLHError as e:
-            raise OLHError(f"config {path}: {e}") from None
-        try:
-            return validate(cfg)
         except OLHError as e:
             raise OLHError(f"config {path}: {e}") from None
 
@@ -238,8 +234,7 @@ class RunConfig:
 
 
 def _field_type(f) -> type:
-    t = f.type if not isinstance(f.type, str) else eval(f.type, vars(typing), {})  # noqa: S307 - our own annotations
-    return t
+    return f.type if not isinstance(f.type, str) else eval(f.type, vars(typing), {})  # noqa: S307 - our own annotations
 
 
 def _convert(f, value):
@@ -289,7 +284,6 @@ def is_treatment(name: str) -> bool:
 def baselines() -> dict:
     """{field: its baseline value} (see the top of this file)."""
     return {k: f.metadata["baseline"] for k, (_, f) in FIELD_INDEX.items() if "baseline" in f.metadata}
-
 
 
 def hashed_fields(cfg: "RunConfig") -> dict:

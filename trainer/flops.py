@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 
 # device-name substring -> dense bf16 TFLOP/s (first match wins, so "H100 PCIe" precedes "H100")
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0,
-                    "L4": 121.0}
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
 
 def _blocks(d: int, r: int) -> int:

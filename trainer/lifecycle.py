@@ -2,6 +2,7 @@
 (SIGINT/SIGTERM: every rank agrees on the stop step, one checkpoint is written, exit 130 or 143)."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from trainer.config import FIELD_INDEX, RunConfig, resumable
 from trainer.errors import CheckpointError, OLHError
+
 
 def resume_safe(key: str) -> bool:
     """May --resume change this field? Its config role says (trainer/config.py); `init_from` is
@@ -125,8 +127,7 @@ def adopt_backend(cfg: RunConfig) -> None:
                 world = json.loads((out / d / "trainer_state.json").read_text())["world_size"]
             except (OSError, ValueError, KeyError, TypeError):
                 world = "N"
-            raise OLHError(f"{out} was trained with DeepSpeed; resume it with: "
-                           f"deepspeed --num_gpus {world} --module trainer.train --resume --out {out}")
+            raise OLHError(f"{out} was trained with DeepSpeed; resume it with: {resume_hint(out, world, True)}")
         cfg.train.deepspeed = ds if isinstance(ds, str) else ""
         return
 
@@ -141,14 +142,13 @@ def check_resume_state(ck: Path, state, rng: dict, opt, world: int, deepspeed: b
     step = state["step"]
     saved_world, saved_ds = state.get("world_size", 1), state.get("deepspeed", None)
     saved_stage = state.get("zero_stage", None)
-    launch = f"deepspeed --num_gpus {saved_world} --module trainer.train" if saved_world > 1 or saved_ds \
-        else "python -m trainer.train"
+    hint = resume_hint(ck.parent, saved_world, saved_world > 1 or bool(saved_ds))
     if saved_ds is not None and bool(saved_ds) != deepspeed:
         raise OLHError(f"the checkpoint in {ck} was written {'with' if saved_ds else 'without'} DeepSpeed; "
-                       f"resume it the same way: {launch} --resume --out {ck.parent}")
+                       f"resume it the same way: {hint}")
     if saved_world != world:
         raise OLHError(f"the checkpoint in {ck} was written by {saved_world} process(es), this run has {world}; "
-                       f"resume it with: {launch} --resume --out {ck.parent}")
+                       f"resume it with: {hint}")
     if saved_stage is not None and deepspeed and saved_stage != zero_stage:
         raise OLHError(f"the checkpoint in {ck} was written with ZeRO stage {saved_stage}, --deepspeed gives "
                        f"stage {zero_stage}; resume with a stage-{saved_stage} DeepSpeed config")
@@ -196,7 +196,7 @@ def summary_from_log(out: Path, step: int, world: int) -> dict | None:
             "wall_s": sum(r.get("step_ms", 0.0) for r in rows) / 1e3, "world_size": world, "out": str(out)}
 
 
-def resume_hint(out: Path, world: int, deepspeed: bool) -> str:
+def resume_hint(out: Path, world: int | str, deepspeed: bool) -> str:
     if deepspeed:
         return f"deepspeed --num_gpus {world} --module trainer.train --resume --out {out}"
     return f"python -m trainer.train --resume --out {out}"
@@ -247,7 +247,7 @@ class StopFlag:
 
     def poll(self) -> int:
         """This process's stop request (a signal number, 0 for none)."""
-        if not self.signum and self._watch is not None and not _alive(*self._watch):
+        if not self.signum and self._watch is not None and _ppid(self._watch[0]) != self._watch[1]:
             self.signum = signal.SIGTERM
             print("the deepspeed runner is gone: saving a checkpoint and stopping", file=sys.stderr, flush=True)
         return self.signum
@@ -274,10 +274,6 @@ def _launcher_parent() -> tuple[int, int] | None:
         return None
     runner = _ppid(launcher)
     return (launcher, runner) if b"deepspeed.launcher.launch" in cmd and runner and runner > 1 else None
-
-
-def _alive(launcher: int, runner: int) -> bool:
-    return _ppid(launcher) == runner
 
 
 def exit_code(signum: int) -> int:
@@ -307,23 +303,18 @@ class GridStopper:
         self._procs: set = set()
         self._mu = threading.Lock()
 
+    @contextlib.contextmanager
     def handling(self):
-        import contextlib
-        import signal
-
-        @contextlib.contextmanager
-        def ctx():
-            self.signum = 0
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for s, h in old.items():
-                    signal.signal(s, h)
-        return ctx()
+        self.signum = 0
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
     def _handle(self, signum, frame):
         if not self.signum:

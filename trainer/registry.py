@@ -55,5 +55,4 @@ class Registry:
 
     def describe(self) -> str:
         """One line for --help: 'a (help), b (help)'."""
-        return "; ".join(f"{n}: {e.help}" if e.help else n
-                         for n, e in zip(self.names(), self._entries.values()))
+        return "; ".join(f"{n}: {e.help}" if e.help else n for n, e in zip(self.names(), self._entries.values()))

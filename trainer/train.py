@@ -109,14 +109,13 @@ def model_and_tokenizer(cfg: RunConfig, rt: Runtime, out: Path, st: Start):
 def build_lm(cfg: RunConfig, rt: Runtime, out: Path, st: Start):
     """--task lm: tokenizer, token stream, model, objective and window sampler (corpus: loaded by setup)."""
     from trainer.data import WindowSampler, build_token_stream
-    corpus = st.corpus
     model, tok = model_and_tokenizer(cfg, rt, out, st)
     cfg.model.vocab_size = tok.vocab_size  # sentencepiece may stop short of the request on tiny corpora
     if rt.main:  # rank 0 tokenizes and caches; the others then read the cache
-        tokens = build_token_stream(corpus.train, tok, cache_path=out / "train_tokens.npy")
+        tokens = build_token_stream(st.corpus.train, tok, cache_path=out / "train_tokens.npy")
     rt.barrier()
     if not rt.main:
-        tokens = build_token_stream(corpus.train, tok, cache_path=out / "train_tokens.npy")
+        tokens = build_token_stream(st.corpus.train, tok, cache_path=out / "train_tokens.npy")
 
     obj = Objective(cfg, model.kind, tok.bos_id)
     check_lengths(model, cfg, obj)
@@ -136,10 +135,9 @@ def build(cfg: RunConfig, rt: Runtime, out: Path, st: Start) -> Trainer:
     engine, zero_stage = None, 0
     if rt.ds:
         import deepspeed
-        dsc = ds_config(cfg, rt)
         zero_stage = rt.zero_stage
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                               lr_scheduler=scheduler, config=dsc)
+                                                               lr_scheduler=scheduler, config=ds_config(cfg, rt))
     gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + rt.rank)
     forward = engine or model
     if cfg.train.compile:  # compiles the module in place: checkpoints keep their plain parameter names
