@@ -4,7 +4,6 @@ lm-eval's ``hf`` cuts an over-long prompt from the left, which drops LongBench's
 ``hf-mid`` keeps the first and last halves, like THUDM ``pred.py`` (we keep the ids instead of
 re-encoding decoded halves). Budget: ``max_length - max_gen_toks``, or ``prompt_budget=N`` (THUDM's
 ``model2maxlen``). Exact parity also needs ``batch_size=1``; see tasks/longbench_e/README.md."""
-
 from __future__ import annotations
 
 import logging

@@ -3,7 +3,6 @@
 From task metadata ``longbench_dir`` (a folder, or ``hub`` to download THUDM's ``data.zip``), else
 ``$OLH_LONGBENCH_DIR``, else this repository's tiny fixtures with a loud warning (a smoke test, not
 LongBench-E results). A bad row raises ``DataError`` naming file, line and field."""
-
 from __future__ import annotations
 
 import json

@@ -4,7 +4,6 @@ Our own suite, not LongBench: LongBench's row schema and metric code, our prompt
 (seeded) from held-out text at prompt lengths of 1x, 2x, 4x and 8x ``l_train`` (a row of bucket
 ``Mx`` has ``M/2 * l_train < length <= M * l_train``). Datasets, prompts, answers, chance levels and
 the likelihood-scored multiple-choice twin: tasks/mini_lc/README.md."""
-
 from __future__ import annotations
 
 import logging

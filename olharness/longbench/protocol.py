@@ -3,7 +3,6 @@
 Prompts and budgets are THUDM's files (``data/``, MIT licence in ``data/LICENSE-THUDM-LongBench``).
 :func:`scorer_e` reproduces ``eval.py --e``, so predictions made elsewhere can be re-scored:
 ``python -m olharness.longbench.protocol PRED_DIR``."""
-
 from __future__ import annotations
 
 import json

@@ -4,7 +4,6 @@
 the rest comes from ``protocol`` / ``mini_lc`` unless the YAML sets it. Scores are x100 like THUDM's,
 overall and per length bucket; an empty bucket is NaN (THUDM's ``np.mean([])``), never averaged away.
 Metrics by task: tasks/longbench_e/README.md, tasks/mini_lc/README.md."""
-
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,4 @@
 """Small file helpers shared by the data package."""
-
 from __future__ import annotations
 
 import os

@@ -4,7 +4,6 @@
 zlib stream (or, after a type byte ``Z``/``2``/``X``/``0``, zlib/bzip2/xz/stored), each an R XDR
 serialization of one character vector: one element per line, the title first, NA as length -1.
 ``find_austen`` locates the file and never falls back to another corpus."""
-
 from __future__ import annotations
 
 import bz2
@@ -37,6 +36,8 @@ _STRSXP = 16
 _CHARSXP = 9
 _LATIN1_MASK = 1 << 2
 _BYTES_MASK = 1 << 1
+#: type byte of a chunk's compressed stream (after the length); zlib streams may also come without one
+_DECOMPRESSORS = {b"Z": zlib.decompressobj, b"2": bz2.BZ2Decompressor, b"X": lzma.LZMADecompressor}
 
 
 # ---------- Reader ------------------------------------------------------------------------------------------
@@ -54,12 +55,8 @@ def _split_chunks(data: bytes, path: Path) -> list[bytes]:
         kind = data[start : start + 1]
         if kind == b"\x78":  # zlib header: R's default compress=1, no type byte
             dec = zlib.decompressobj()
-        elif kind == b"Z":
-            dec, start = zlib.decompressobj(), start + 1
-        elif kind == b"2":
-            dec, start = bz2.BZ2Decompressor(), start + 1
-        elif kind == b"X":
-            dec, start = lzma.LZMADecompressor(), start + 1
+        elif kind in _DECOMPRESSORS:
+            dec, start = _DECOMPRESSORS[kind](), start + 1
         elif kind == b"0":  # stored uncompressed
             body = data[start + 1 : start + 1 + ulen]
             if len(body) != ulen:

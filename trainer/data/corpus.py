@@ -5,7 +5,6 @@
 
 Except for Austen, whole documents are held out: ``max(1, round(n * heldout_frac))`` of them (at most
 ``n - 1``), chosen by ``seed``; a single document is cut at ``1 - heldout_frac`` of its length."""
-
 from __future__ import annotations
 
 import contextlib

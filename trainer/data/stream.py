@@ -1,5 +1,4 @@
 """Token stream (documents joined by EOS, cached as ``.npy``) and a seeded, resumable window sampler."""
-
 from __future__ import annotations
 
 import hashlib
@@ -76,8 +75,7 @@ def build_token_stream(texts: list[str], tokenizer: Tokenizer, cache_path: str |
         return _tokenize(texts, tokenizer, progress)
     cache_path = Path(cache_path)
     key = stream_key(texts, tokenizer)
-    arr = _load_cached(cache_path, key)
-    if arr is not None:
+    if (arr := _load_cached(cache_path, key)) is not None:
         return arr
     tokens = _tokenize(texts, tokenizer, progress)
     kp = _key_path(cache_path)
@@ -154,8 +152,7 @@ class WindowSampler:
             served = int(d["batches_served"])
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"sampler state is malformed (missing or bad field {e})") from None
-        self.rng = rng
-        self.batches_served = served
+        self.rng, self.batches_served = rng, served
 
 
 def _jsonable(obj):

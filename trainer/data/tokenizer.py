@@ -3,7 +3,6 @@
 Deterministic (one thread, our own seeded subsampling, fixed options: byte-identical files) and
 lossless on ordinary text (identity normalization, no dummy prefix, whitespace kept, byte fallback;
 only U+2581, sentencepiece's space marker, decodes to a space)."""
-
 from __future__ import annotations
 
 import io
@@ -64,8 +63,6 @@ class Tokenizer:
         if self.sp.get_piece_size() <= 0:
             raise DataError(f"tokenizer file {self.path} has an empty vocabulary")
 
-    # -- construction --------------------------------------------------------------------
-
     @classmethod
     def train(cls, texts: list[str], path: str | os.PathLike, vocab_size: int, model_type: str = "bpe", seed: int = 0,
               *, max_sentences: int = MAX_SENTENCES, character_coverage: float = 0.9995) -> "Tokenizer":
@@ -108,11 +105,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load a ``.model`` file; ``DataError`` if it is missing or not a sentencepiece model."""
-        path = Path(path)
-        proto = read_nonempty(path, "tokenizer file")
-        return cls(proto, path)
-
-    # -- use -------------------------------------------------------------------------------
+        return cls(read_nonempty(Path(path), "tokenizer file"), Path(path))
 
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text, out_type=int)
@@ -145,9 +138,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a copy of the model to ``path`` (atomically), e.g. into a checkpoint folder."""
-        path = Path(path)
-        atomic_write(path, self._proto)
-        return path
+        return atomic_write(path, self._proto)
 
     def __len__(self) -> int:
         return self.vocab_size
