@@ -1,5 +1,5 @@
 """The command line of a run: `--preset NAME` or `--config FILE`, then one `--field value` per config field
-(trainer/config.py), its help taken from the field's docstring.
+(trainer/config.py), its help taken from the field's metadata.
 
     cfg = config_from_args(["--preset", "tiny", "--arch", "rnn", "--alpha", "0"])
 """
@@ -9,18 +9,6 @@ import argparse
 from dataclasses import fields
 
 from trainer.config import FIELD_INDEX, PRESETS, SECTIONS, RunConfig, _field_type, preset
-
-
-def _field_help(cls) -> dict[str, str]:
-    """Field docstrings: the string literal right after each field in the class source."""
-    import ast
-    import inspect
-    tree = ast.parse(inspect.getsource(cls))
-    out, body = {}, tree.body[0].body
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            out[a.target.id] = " ".join(b.value.value.split())
-    return out
 
 
 def build_parser(prog: str = "python -m trainer.train", description: str = "",
@@ -36,10 +24,9 @@ def build_parser(prog: str = "python -m trainer.train", description: str = "",
     choices = choices or {}
     for sec, cls in SECTIONS.items():
         g = p.add_argument_group(f"{sec} config")
-        helps = _field_help(cls)
         for f in fields(cls):
             t = _field_type(f)
-            h = helps.get(f.name, "")
+            h = f.metadata["help"]
             if f.name in choices:
                 h += f" [{choices[f.name]}]"
             h += f" (default {f.default!r})"
