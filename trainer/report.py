@@ -11,6 +11,7 @@ Spearman r (bootstrap CIs) of LSM and of the final training loss with each long-
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -197,13 +198,8 @@ def write_report(grid_dir: str | Path) -> Path:
 
 def headline_table(md_path: Path) -> str:
     """The first markdown table of a report (what `make demo` prints on the terminal)."""
-    tab = []
-    for ln in md_path.read_text().splitlines():
-        if ln.startswith("|"):
-            tab.append(ln)
-        elif tab:
-            break
-    return "\n".join(tab)
+    lines = itertools.dropwhile(lambda ln: not ln.startswith("|"), md_path.read_text().splitlines())
+    return "\n".join(itertools.takewhile(lambda ln: ln.startswith("|"), lines))
 
 
 if __name__ == "__main__":

@@ -16,24 +16,15 @@ from trainer.errors import OLHError
 
 @dataclass
 class ResultRow:
-    cell_id: str
-    """Hash of the cell's non-default settings (trainer/config.py: hashed_fields); `pretrain-` prefix for
-    a grid's pretraining runs."""
-    grid: str
-    """The grid's name."""
-    overrides: dict
-    """The settings this cell sets on top of the grid's base (without the seed)."""
+    cell_id: str  # hash of the non-default settings (config.hashed_fields); `pretrain-` for pretraining runs
+    grid: str  # the grid's name
+    overrides: dict  # the settings this cell sets on top of the grid's base (without the seed)
     seed: int
-    config: dict
-    """The run's resolved config as saved with its checkpoint (RunConfig.to_dict())."""
-    train: dict
-    """The trainer's summary.json (steps, final_loss, tokens_per_s, wall_s, ...)."""
-    final_lm_loss: float | None = None
-    """Mean LM loss over the last logged steps (None for synthetic tasks)."""
-    eval: dict = field(default_factory=dict)
-    """Flat {'task/metric': value} of lm-eval, or {'mse@l': ...} of a synthetic task; None = not a number."""
-    scored_with: dict = field(default_factory=dict)
-    """{lm-eval task: the divergence its LSM was scored with}, for the tasks that record one."""
+    config: dict  # the run's resolved config as saved with its checkpoint (RunConfig.to_dict())
+    train: dict  # the trainer's summary.json (steps, final_loss, tokens_per_s, wall_s, ...)
+    final_lm_loss: float | None = None  # mean LM loss over the last logged steps (None for synthetic tasks)
+    eval: dict = field(default_factory=dict)  # {'task/metric': value} of lm-eval or {'mse@l': ...}; None: not a number
+    scored_with: dict = field(default_factory=dict)  # {lm-eval task: the divergence its LSM was scored with}
     wall_s: float = 0.0
     run_dir: str = ""
 

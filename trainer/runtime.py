@@ -44,11 +44,9 @@ class Runtime:
                 raise OLHError("--device cuda requested but no CUDA device is available")
             self.device = torch.device(want)
         self.main = self.rank == 0
-        want_dtype = cfg.train.dtype
+        want_dtype = cfg.train.dtype  # auto, float32 or bfloat16 (trainer/config.py: validate)
         if want_dtype == "auto":
             want_dtype = "bfloat16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-        if want_dtype not in ("float32", "bfloat16"):
-            raise OLHError(f"unknown dtype '{want_dtype}'; valid: auto, float32, bfloat16")
         self.dtype = getattr(torch, want_dtype)
 
     def barrier(self):

@@ -27,21 +27,22 @@ from trainer.synthetic import REPARAMS, TASKS
 from trainer.synthetic import objective as synthetic
 
 
+_NAMED = {"arch": MODELS, "pe": POSITIONAL, "cell": CELLS, "divergence": DIVERGENCES, "scope": SCOPES, "target": TARGETS,
+          "alpha_schedule": SCHEDULES}
+
+
 def registries(cfg: RunConfig) -> dict:
     """The registry each named config field must come from (checked before a run writes anything)."""
     hf = cfg.model.arch in MODELS and pretrained(cfg)
-    return {"arch": MODELS, "pe": POSITIONAL, "cell": CELLS, "divergence": DIVERGENCES, "scope": SCOPES,
-            "target": TARGETS, "alpha_schedule": SCHEDULES, "rope_scaling": HF_ROPE if hf else ROPE_SCALING,
-            "head": HEADS}
+    return {**_NAMED, "rope_scaling": HF_ROPE if hf else ROPE_SCALING, "head": HEADS}
 
 
 def registry_choices() -> dict[str, str]:
-    return {"arch": MODELS.describe(), "pe": POSITIONAL.describe(), "cell": CELLS.describe(),
-            "divergence": DIVERGENCES.describe(), "scope": SCOPES.describe(), "target": TARGETS.describe(),
-            "alpha_schedule": SCHEDULES.describe(),
+    """The registered names of each named field, for --help."""
+    return {**{k: r.describe() for k, r in _NAMED.items()}, "head": HEADS.describe(), "pairing": PAIRINGS.describe(),
             "rope_scaling": ROPE_SCALING.describe() + " | arch=hf: " + HF_ROPE.describe(),
-            "head": HEADS.describe(), "task": "lm: next token on --data; " + TASKS.describe(),
-            "reparam": REPARAMS.describe(), "pairing": PAIRINGS.describe(), "report_to": REPORTERS.describe()}
+            "task": "lm: next token on --data; " + TASKS.describe(), "reparam": REPARAMS.describe(),
+            "report_to": REPORTERS.describe()}
 
 
 def prepare_tokenizer(cfg: RunConfig, corpus, out: Path, rt: Runtime, src: Path | None):

@@ -27,14 +27,10 @@ NAME_FIELDS = ("short_book_title", "title", "name", "id")
 class Corpus:
     """A corpus split into training documents and held-out long documents."""
 
-    name: str
-    """Short name: ``austen``, the file/folder name, or the hub dataset name."""
-    train: list[str]
-    """Training documents (one string each)."""
-    heldout: list[str]
-    """Held-out documents (PPL-by-length, LSM, mini long-context tasks)."""
-    heldout_names: list[str] = field(default_factory=list)
-    """One name per held-out document (book title, file name or ``file:row``)."""
+    name: str  # ``austen``, the file/folder name, or the hub dataset name
+    train: list[str]  # training documents (one string each)
+    heldout: list[str]  # held-out documents (PPL-by-length, LSM, mini long-context tasks)
+    heldout_names: list[str] = field(default_factory=list)  # book title, file name or ``file:row`` of each
 
     def __repr__(self) -> str:
         n_train = sum(len(t) for t in self.train)

@@ -1,11 +1,7 @@
 """Recurrent language model: embedding -> stacked LSTM or GRU layers (pre-norm, residual) -> tied head.
 
 RNNs have no positions, so the long/short views differ only in how many tokens the state has seen:
-the cleanest test of context-length effects. `--pe` is ignored here.
-
-    python -c "from trainer.config import preset; from trainer.models import build_model; \
-               c = preset('tiny').model; c.arch = 'rnn'; c.cell = 'gru'; print(build_model(c))"
-"""
+the cleanest test of context-length effects. `--pe` is ignored here."""
 from __future__ import annotations
 
 import torch

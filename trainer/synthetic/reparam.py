@@ -39,12 +39,10 @@ class Reparam:
         if bound is None:
             return
         lo, open_ = bound
-        bad = (v <= lo) if open_ else (v < lo)
-        bad = bad | torch.isnan(v)
+        bad = ((v <= lo) if open_ else (v < lo)) | torch.isnan(v)
         if bool(bad.any()):
-            worst = float(v[bad].flatten()[0])
             raise OLHError(f"reparam {self.name}: {what} needs {var} {'>' if open_ else '>='} {lo:g}, "
-                           f"got {worst:g}")
+                           f"got {float(v[bad].flatten()[0]):g}")
 
     def check_targets(self, lo: float) -> None:
         """Fail early if a task's smallest target is outside f's domain."""
@@ -82,8 +80,7 @@ def _register(name: str, help: str, *args, **kw) -> None:
 _register("identity", "f(l)=l (raw target)", lambda x: x, lambda y: y)
 _register("sqrt", "f(l)=√l, f⁻¹(y)=y², y >= 0 (paper)", torch.sqrt, torch.square,
           x_lo=(0.0, False), y_lo=(0.0, False), y_clamp=(0.0, None))
-_register("log", "f(l)=log l, f⁻¹(y)=exp y (paper)", torch.log, torch.exp,
-          x_lo=(0.0, True), y_clamp=(None, 700.0))
+_register("log", "f(l)=log l, f⁻¹(y)=exp y (paper)", torch.log, torch.exp, x_lo=(0.0, True), y_clamp=(None, 700.0))
 _register("inv_sqrt", "f(l)=1/√l, f⁻¹(y)=1/y², y > 0 (paper)", torch.rsqrt, lambda y: 1.0 / torch.square(y),
           x_lo=(0.0, True), y_lo=(0.0, True), y_clamp=(1e-3, None))
 _register("square", "f(l)=l², f⁻¹(y)=√y, y >= 0 (grows faster: ablation)", torch.square, torch.sqrt,

@@ -20,10 +20,8 @@ TASKS = Registry("synthetic task")
 @dataclass(frozen=True)
 class Task:
     name: str
-    target: Callable[[torch.Tensor], torch.Tensor]
-    """(B, l) int bits -> (B,) float64 targets."""
-    min_target: float
-    """Smallest possible target (checked against the reparam's domain before training)."""
+    target: Callable[[torch.Tensor], torch.Tensor]  # (B, l) int bits -> (B,) float64 targets
+    min_target: float  # the smallest possible target (checked against the reparam's domain before training)
 
 
 def _register(name: str, help: str, target: Callable, min_target: float) -> None:
