@@ -1,8 +1,5 @@
 """``olharness``: the ``lm_eval`` command line, unchanged, with our models and tasks available.
 
-    olharness --model ol --model_args pretrained=RUN_DIR --tasks olh_lsm,olh_ppl_len
-    olharness ls tasks
-
 Before handing over to lm-eval's ``HarnessCLI`` it registers our models, adds our ``tasks/`` folder to
 ``--include_path``, and fills ``run_dir`` / ``l_train`` / ``tokenizer`` metadata from ``--model_args
 pretrained=DIR`` when DIR is one of our runs or exports, so length-scaled tasks need no ``--metadata``.

@@ -1,9 +1,8 @@
 """Checkpoints: safetensors weights + config + tokenizer + trainer state, written atomically.
 
-RUN_DIR/checkpoint/ holds config.json, tokenizer.model, model.safetensors (gathered fp32 weights),
-trainer_state.json (step, sampler state, versions), rng.safetensors, optimizer.pt (plain torch; tensors
-only, read with weights_only=True) or ds/ (DeepSpeed's own), and for arch=hf hf/ (save_pretrained
-weights, config and tokenizer, what lm-eval's hf models load) instead of tokenizer.model.
+RUN_DIR/checkpoint/ holds the files the README lists; model.safetensors has the gathered fp32 weights,
+optimizer.pt only tensors (read with weights_only=True), and arch=hf has hf/ (save_pretrained weights,
+config and tokenizer, what lm-eval's hf models load) instead of tokenizer.model.
 
 A save writes checkpoint.tmp/ (trainer_state.json last), renames checkpoint/ -> checkpoint.old/ and
 checkpoint.tmp/ -> checkpoint/, then deletes checkpoint.old/; whatever a kill leaves,

@@ -1,8 +1,7 @@
 """User-facing errors.
 
 Anything a user can cause (a bad name, a short corpus, a broken checkpoint) raises ``OLHError`` with
-one clear sentence. Entry points catch it and print ``error: <message>`` without a traceback.
-"""
+one clear sentence. Entry points catch it and print ``error: <message>`` without a traceback."""
 
 
 class OLHError(Exception):

@@ -1,8 +1,7 @@
 """The command line of a run: `--preset NAME` or `--config FILE`, then one `--field value` per config field
 (trainer/config.py), its help taken from the field's metadata.
 
-    cfg = config_from_args(["--preset", "tiny", "--arch", "rnn", "--alpha", "0"])
-"""
+    cfg = config_from_args(["--preset", "tiny", "--arch", "rnn", "--alpha", "0"])"""
 from __future__ import annotations
 
 import argparse

@@ -1,10 +1,7 @@
 """Per-step metrics of a training run: metrics.jsonl, the --report_to sinks, the progress bar, MFU.
 
-The loop hands every step's loss and objective metrics over as device tensors; they are read back
-in one transfer per logging interval (every log_every steps, before each checkpoint and at the end),
-so the host waits for the device only then. metrics.jsonl still gets one row per step. A non-finite
-loss stops the run with one error line at that point, after the rows before it are written.
-"""
+Each step's numbers stay device tensors until a logging step (or a checkpoint, or the end) reads all
+pending rows back in one transfer; a non-finite loss then stops the run after the rows before it."""
 from __future__ import annotations
 
 import json

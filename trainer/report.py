@@ -2,13 +2,9 @@
 
     python -m trainer.report runs/alpha            # writes runs/alpha/REPORT.md and runs/alpha/*.png
 
-Per grid: a table with mean ± std over seeds of each metric per cell group (the cells that differ only
-by seed), the paired difference to the matching baseline group (every treatment field at its baseline:
-alpha = 0 with one window, the identity reparam; trainer/config.py), and plots: perplexity vs context
-length, LSM vs alpha, and for the synthetic tasks the error vs test length. Across all runs: Pearson and
-Spearman r (bootstrap CIs) of LSM and of the final training loss with each long-context score present
-(excess NLL, copy gain, mini-LC, LongBench-E; the paper's 0.85 vs 0.62 comparison), in correlations.json.
-"""
+A table of mean ± std over seeds per cell group with the paired difference to its baseline group
+(every treatment field at its baseline, trainer/config.py), the plots and correlations of
+trainer/report_plots.py."""
 from __future__ import annotations
 
 import itertools

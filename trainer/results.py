@@ -1,8 +1,7 @@
 """One row per finished cell of a grid: `ResultRow`, and the one reader/writer of results.jsonl.
 
     rows = read_rows(grid_dir / "results.jsonl")     # {cell_id: ResultRow}, the last line of a cell wins
-    append_row(grid_dir / "results.jsonl", row)      # one line, flushed: the runner's resume point
-"""
+    append_row(grid_dir / "results.jsonl", row)      # one line, flushed: the runner's resume point"""
 from __future__ import annotations
 
 import dataclasses

@@ -8,8 +8,7 @@
 One loop for both backends: `--deepspeed CONFIG` goes through `deepspeed.initialize`, otherwise plain
 torch. The loss comes from trainer.alignment.Objective; this file only moves data, steps the
 optimizer, logs and checkpoints. Every config field is a flag (`--help` lists them with the
-registered names of each ablation axis).
-"""
+registered names of each ablation axis)."""
 from __future__ import annotations
 
 if __name__ == "__main__":  # a Ctrl-C or SIGTERM during the imports below is remembered, not a traceback

@@ -2,8 +2,7 @@
 
 Every function takes ``(prediction, ground_truth, **kwargs)`` and returns a float in [0, 1]; the row
 score is the max over the gold answers (:func:`score_row`). Each function's docstring names the quirks
-that exact parity with THUDM's published numbers requires; tests/test_longbench_metrics.py checks them.
-"""
+that exact parity with THUDM's published numbers requires; tests/test_longbench_metrics.py checks them."""
 from __future__ import annotations
 
 import difflib

@@ -5,8 +5,7 @@ values (...). The trainer computes each view's log-softmax once and shares it wi
 an entry may carry `with_grads(lp, lq) -> (values, d sum/d lp, d sum/d lq)` for the training step;
 `build_divergence` also offers every entry on raw logits (olharness scores logits). Working on
 log-softmax outputs keeps ±1e4 logits and bf16 inputs finite. Add one with a decorated function;
-nothing else changes.
-"""
+nothing else changes."""
 from __future__ import annotations
 
 import math

@@ -3,8 +3,7 @@
 The trainer calls `Objective(...)(model, window, step, gen)` and never looks inside; every ablation
 axis is a registry in this package (pairings, divergences, scopes, targets, schedules, views). With
 alpha = 0 and no --pair_windows the step is exactly one plain forward pass on a window of L tokens.
-Returned metrics stay tensors on the device (no host sync); the loop reads them when it logs.
-"""
+Returned metrics stay tensors on the device (no host sync); the loop reads them when it logs."""
 from __future__ import annotations
 
 import torch

@@ -7,8 +7,7 @@ reaches), the overlap and, for encdec, cuts both views to end where the overlap 
 
     @PAIRINGS.register("half", help="short = the second half of long = w[0:L]")
     def half(L, e):
-        return slice(0, L), slice(L // 2, L)
-"""
+        return slice(0, L), slice(L // 2, L)"""
 from __future__ import annotations
 
 from trainer.registry import Registry

@@ -1,8 +1,7 @@
 """alpha(step): the weight of the misalignment loss over training.
 
 An entry maps (step, total_steps, align_cfg) to alpha before the length-ratio factor
-(l_test / seq_len)^alpha_len_p, which `alpha_at` multiplies in for every schedule.
-"""
+(l_test / seq_len)^alpha_len_p, which `alpha_at` multiplies in for every schedule."""
 from __future__ import annotations
 
 import functools

@@ -2,8 +2,7 @@
 
 An entry maps the overlap length n to the indices i in [0, n) that are compared (position i of the
 overlap is long-view position e+i and short-view position i for causal models; target position i
-for encdec). Index 0 is where the short view has the least left context.
-"""
+for encdec). Index 0 is where the short view has the least left context."""
 from __future__ import annotations
 
 import math

@@ -3,8 +3,7 @@
 An entry is called with the two branch outputs (`Out`: log-probabilities and, if `needs_hidden`,
 per-layer hidden states), the compared positions in each view (a slice for a run of consecutive
 positions, which every shipped scope gives, else an index tensor), the divergence (a function of
-two log-probability tensors, divergences.py) and the align config, and returns a scalar.
-"""
+two log-probability tensors, divergences.py) and the align config, and returns a scalar."""
 from __future__ import annotations
 
 import functools

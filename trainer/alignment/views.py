@@ -10,8 +10,7 @@ seq2seq (encdec), prefix LM: the decoder predicts a continuation y of tgt_len to
     With `offset`: context c = w[:, :L], long encoder input c, short c[:, e:], y = w[:, L:L+m].
 
 Views of equal shape run as one batch (one forward of [2B, T]); each view's log-softmax is computed
-once and serves both its LM loss and the divergence.
-"""
+once and serves both its LM loss and the divergence."""
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -8,6 +8,7 @@ Except for Austen, whole documents are held out: ``max(1, round(n * heldout_frac
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +61,7 @@ def load_corpus(spec: str = "austen", heldout_frac: float = 0.1, seed: int = 0) 
 
 def _load_austen(path: str | None) -> Corpus:
     rdb = find_austen(path)
-    books = read_rdata_rdb(rdb)
-    train, heldout = split_austen(books, source=str(rdb))
+    train, heldout = split_austen(read_rdata_rdb(rdb), source=str(rdb))
     return Corpus("austen", list(train.values()), list(heldout.values()), list(heldout))
 
 
@@ -104,19 +104,17 @@ def _load_one(builder: str, files: list[Path]):
 
 
 def _texts_from(ds, where: str) -> tuple[list, list | None]:
+    """The checked text column of a Dataset and its name column (None without one)."""
     if TEXT_FIELD not in ds.column_names:
         raise DataError(f"{where} has no '{TEXT_FIELD}' field (columns: {', '.join(ds.column_names) or 'none'})")
     texts = ds[TEXT_FIELD]
-    name_col = next((c for c in NAME_FIELDS if c in ds.column_names), None)
-    return texts, (ds[name_col] if name_col else None)
-
-
-def _check_texts(texts: list, where: str) -> None:
     for i, t in enumerate(texts):
         if t is None:
             raise DataError(f"{where} row {i} has no '{TEXT_FIELD}' field (or it is null)")
         if not isinstance(t, str):
             raise DataError(f"{where} row {i}: '{TEXT_FIELD}' is {type(t).__name__}, not a string")
+    name_col = next((c for c in NAME_FIELDS if c in ds.column_names), None)
+    return texts, (ds[name_col] if name_col else None)
 
 
 def _load_file(builder: str, f: Path) -> tuple[list[str], list[str]]:
@@ -127,7 +125,6 @@ def _load_file(builder: str, f: Path) -> tuple[list[str], list[str]]:
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         raise DataError(f"cannot read corpus file {f} as {builder}: {type(cause).__name__}: {first}") from None
     texts, names = _texts_from(ds, f"corpus file {f}")
-    _check_texts(texts, f"corpus file {f}")
     if builder == "text":
         return texts, [f.stem] * len(texts)
     names = [f"{f.name}:{i}" if not names or names[i] is None else str(names[i]) for i in range(len(texts))]
@@ -135,24 +132,14 @@ def _load_file(builder: str, f: Path) -> tuple[list[str], list[str]]:
 
 
 def _load_local(path: Path) -> tuple[list[str], list[str]]:
-    files = _local_files(path)
-    docs: list[str] = []
-    names: list[str] = []
+    docs, names = [], []
     # Group consecutive files by builder (keeps sorted order); load each group in one call and
     # fall back to per-file loads to name the culprit when a group fails or lacks the field.
-    groups: list[tuple[str, list[Path]]] = []
-    for f in files:
-        b = BUILDERS[f.suffix.lower()]
-        if groups and groups[-1][0] == b:
-            groups[-1][1].append(f)
-        else:
-            groups.append((b, [f]))
-    for builder, group in groups:
+    for builder, group in itertools.groupby(_local_files(path), key=lambda f: BUILDERS[f.suffix.lower()]):
+        group = list(group)
         if len(group) > 1:
             try:
-                ds = _load_one(builder, group)
-                texts, gnames = _texts_from(ds, "")
-                _check_texts(texts, "")
+                texts, gnames = _texts_from(_load_one(builder, group), "")
             except Exception:
                 pass  # re-read file by file below for a precise message
             else:
@@ -182,7 +169,6 @@ def _load_hub(spec: str) -> tuple[list[str], list[str]]:
                         f"split {split!r} ({first}); check the name and the network (offline mode may be on: "
                         "HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)") from None
     texts, names = _texts_from(ds, f"hub dataset {name!r}")
-    _check_texts(texts, f"hub dataset {name!r}")
     names = [f"{name}[{i}]" if not names or names[i] is None else str(names[i]) for i in range(len(texts))]
     return _nonempty(texts, names, f"hub dataset {name!r}")
 

@@ -2,8 +2,7 @@
 
     python -m trainer.data.fetch            # find or download Jane Austen (r-cran-janeaustenr)
 
-Lookup order: $OLH_AUSTEN -> installed Debian package -> ~/.cache/olharness -> `apt-get download`.
-"""
+Lookup order: $OLH_AUSTEN -> installed Debian package -> ~/.cache/olharness -> `apt-get download`."""
 import sys
 
 from trainer.data.austen import find_austen, read_rdata_rdb

@@ -3,8 +3,7 @@
 Causal models (decoder, rnn):  logits = model(tokens)                       # (B,T) -> (B,T,V)
 Seq2seq (encdec):              logits = model(enc_tokens, dec_tokens, enc_mask=None)
 All:  model(..., return_hidden=True) -> (logits, [hidden per layer]);  model.kind in
-{"causal", "seq2seq"};  cache = model.new_cache(); model(..., cache=cache) decodes incrementally.
-"""
+{"causal", "seq2seq"};  cache = model.new_cache(); model(..., cache=cache) decodes incrementally."""
 from trainer.errors import OLHError
 from trainer.models import decoder, encdec, hf, rnn  # noqa: F401  (fill the registry)
 from trainer.models.positional import POSITIONAL, ROPE_SCALING, check_positions
