@@ -70,11 +70,11 @@ class OLM(LSMMixin, TemplateLM):
         self.backend = self.model.kind  # "causal" | "seq2seq"
         self.l_train = int(self.run_config.data.seq_len)
         bound = self.model.max_positions
-        self._max_length = int(max_length) if max_length else (int(bound) if bound else 8 * self.l_train)
-        if bound and self._max_length > bound:
-            raise OLHError(f"ol: max_length={self._max_length} exceeds the model's max_positions={bound} (pe=learned)")
+        self.max_length = int(max_length) if max_length else (int(bound) if bound else 8 * self.l_train)
+        if bound and self.max_length > bound:
+            raise OLHError(f"ol: max_length={self.max_length} exceeds the model's max_positions={bound} (pe=learned)")
         self.truncation = truncation
-        self._max_gen_toks = int(max_gen_toks) if max_gen_toks else min(256, self._max_length // 2)
+        self.max_gen_toks = int(max_gen_toks) if max_gen_toks else min(256, self.max_length // 2)
         self.max_batch_size = int(max_batch_size or 64)
         bs = str(batch_size if batch_size is not None else 1)
         if bs.startswith("auto"):
@@ -89,18 +89,6 @@ class OLM(LSMMixin, TemplateLM):
     @property
     def eot_token_id(self) -> int:
         return self.tok.eos_id
-
-    @property
-    def max_length(self) -> int:
-        return self._max_length
-
-    @property
-    def max_gen_toks(self) -> int:
-        return self._max_gen_toks
-
-    @property
-    def device(self):
-        return self._device
 
     @property
     def tokenizer_name(self) -> str:
