@@ -28,9 +28,7 @@ def mean_std(vals: list[float]) -> tuple[float, float]:
 
 def pearson(x, y) -> float | None:
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
+    return None if len(x) < 3 or x.std() == 0 or y.std() == 0 else float(np.corrcoef(x, y)[0, 1])
 
 
 def _plt():

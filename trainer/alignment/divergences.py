@@ -75,6 +75,4 @@ def build_divergence(name: str, kl_direction: str = "long_short", on_logits: boo
         raise OLHError(f"unknown kl_direction '{kl_direction}'; valid: {', '.join(KL_DIRECTIONS)}")
     if name == "kl" and kl_direction == "short_long":
         fn = (lambda f: lambda lp, lq: f(lq, lp))(fn)
-    if on_logits:
-        return (lambda f: lambda a, b: f(log_probs(a), log_probs(b)))(fn)
-    return fn
+    return (lambda f: lambda a, b: f(log_probs(a), log_probs(b)))(fn) if on_logits else fn

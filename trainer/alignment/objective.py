@@ -42,9 +42,7 @@ class Objective:
         self.cuts = {e: self._cut(e) for e in range(1, self.extra_max + 1)} if self.align_on else {}
 
     def alpha(self, step: int) -> float:
-        if step < len(self.alphas):
-            return self.alphas[step]
-        return alpha_at(step, self.total, self.a, self.L)
+        return self.alphas[step] if step < len(self.alphas) else alpha_at(step, self.total, self.a, self.L)
 
     def _cut(self, e: int):
         """The pairing's slices for l_extra = e and the scope's positions in each view: slices when

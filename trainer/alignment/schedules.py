@@ -48,18 +48,12 @@ def parse_milestones(spec: str) -> tuple[tuple[int, float], ...]:
 
 @SCHEDULES.register("step", help="piecewise constant: alpha, then each STEP:ALPHA of alpha_milestones")
 def step_schedule(step, total, a):
-    value = a.alpha
-    for s, v in parse_milestones(a.alpha_milestones):
-        if step >= s:
-            value = v
-    return value
+    return next((v for s, v in reversed(parse_milestones(a.alpha_milestones)) if step >= s), a.alpha)
 
 
 def length_factor(a, seq_len: int) -> float:
     """(l_test / l_train)^p; l_test defaults to 4 * seq_len."""
-    if a.alpha_len_p == 0:
-        return 1.0
-    return ((a.l_test or 4 * seq_len) / seq_len) ** a.alpha_len_p
+    return ((a.l_test or 4 * seq_len) / seq_len) ** a.alpha_len_p if a.alpha_len_p else 1.0
 
 
 def alpha_at(step: int, total: int, a, seq_len: int) -> float:

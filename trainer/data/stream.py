@@ -158,6 +158,4 @@ class WindowSampler:
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    return obj
+    return int(obj) if isinstance(obj, np.integer) else obj

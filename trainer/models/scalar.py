@@ -29,9 +29,7 @@ class ScalarModel(nn.Module):
         self.head = nn.Linear(cfg.d_model, 1)
 
     def tokens(self, bits: torch.Tensor) -> torch.Tensor:
-        if not self.bos:
-            return bits
-        return torch.cat([torch.full_like(bits[:, :1], BOS), bits], dim=1)
+        return torch.cat([torch.full_like(bits[:, :1], BOS), bits], dim=1) if self.bos else bits
 
     def features(self, bits: torch.Tensor) -> torch.Tensor:
         """(B, l) bits -> (B, D) pooled features."""
@@ -43,9 +41,7 @@ class ScalarModel(nn.Module):
             h = hiddens[-1]                                      # (B, T, D), layer-normed
         if self.pool == "last":
             return h[:, -1]
-        if self.pool == "first":
-            return h[:, 0]
-        return h.mean(dim=1)
+        return h[:, 0] if self.pool == "first" else h.mean(dim=1)
 
     def forward(self, bits: torch.Tensor) -> torch.Tensor:
         """(B, l) bits -> (B,) scalar outputs (in the standardized reparam space)."""
