@@ -1,10 +1,9 @@
 """``olharness``: the ``lm_eval`` command line, unchanged, with our models and tasks available.
 
 Before handing over to lm-eval's ``HarnessCLI`` it registers our models, adds our ``tasks/`` folder to
-``--include_path``, and fills ``run_dir`` / ``l_train`` / ``tokenizer`` metadata from ``--model_args
-pretrained=DIR`` when DIR is one of our runs or exports, so length-scaled tasks need no ``--metadata``.
-A user error (ours, or a ValueError lm-eval raises while checking the command line) prints one
-``error: ...`` line and exits with status 2."""
+``--include_path``, and fills ``run_dir`` / ``l_train`` / ``tokenizer`` metadata from ``--model_args pretrained=DIR``
+when DIR is one of our runs or exports, so length-scaled tasks need no ``--metadata``. A user error (ours, or a
+ValueError lm-eval raises while checking the command line) prints one ``error: ...`` line and exits with status 2."""
 from __future__ import annotations
 
 import sys

@@ -2,13 +2,12 @@
 
     lm_eval --model ol --model_args pretrained=RUN_DIR[,truncation=middle,max_length=N] ...
 
-A ``TemplateLM`` on lm-eval's own ``Collator`` and rolling-window helpers, after
-``lm_eval/models/huggingface.py`` without its distributed/PEFT machinery. Log-likelihoods run the
-network without its vocabulary head and apply the head only where a request needs log-probabilities
-(8 continuation tokens after 500 of context cost 8 head rows). ``max_length`` defaults to the
-learned-PE table size, else ``8 * l_train`` (the longest context ``olh_ppl_len`` asks for).
-Tokens: the checkpoint's sentencepiece model, no BOS; training joined documents with EOS, so EOS is
-also the prefix of an empty context."""
+A ``TemplateLM`` on lm-eval's own ``Collator`` and rolling-window helpers, after ``lm_eval/models/huggingface.py``
+without its distributed/PEFT machinery. Log-likelihoods run the network without its vocabulary head and apply the head
+only where a request needs log-probabilities (8 continuation tokens after 500 of context cost 8 head rows).
+``max_length`` defaults to the learned-PE table size, else ``8 * l_train`` (the longest context ``olh_ppl_len`` asks
+for). Tokens: the checkpoint's sentencepiece model, no BOS; training joined documents with EOS, so EOS is also the
+prefix of an empty context."""
 from __future__ import annotations
 
 import logging

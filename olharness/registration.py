@@ -1,10 +1,9 @@
 """Make lm-eval 0.4.13 see our models and tasks.
 
-lm-eval 0.4.13 has no plugin discovery (``--include_path`` registers tasks only), so
-``register_models()`` puts lazy ``"module:Class"`` placeholders into lm-eval's model registry, after
-importing ``lm_eval.models``: ``get_model`` fills the built-ins only into an empty registry, so
-registering ours first would make ``hf`` vanish. ``import olharness`` calls it, so a task YAML that
-imports our code registers ``ol`` before lm-eval builds the model."""
+lm-eval 0.4.13 has no plugin discovery (``--include_path`` registers tasks only), so ``register_models()`` puts lazy
+``"module:Class"`` placeholders into lm-eval's model registry, after importing ``lm_eval.models``: ``get_model`` fills
+the built-ins only into an empty registry, so registering ours first would make ``hf`` vanish. ``import olharness``
+calls it, so a task YAML that imports our code registers ``ol`` before lm-eval builds the model."""
 from __future__ import annotations
 
 import os

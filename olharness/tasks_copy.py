@@ -1,12 +1,11 @@
-"""``olh_copy``: retrieval by copying, scored by likelihood so any lm-eval model can be scored
-(tasks/copy/README.md).
+"""``olh_copy``: retrieval by copying, scored by likelihood so any lm-eval model can be scored (tasks/copy/README.md).
 
-A document: a held-out passage P of m = l_train/4 tokens after its c = l_train/4 tokens of context, then
-filler from another place, then P again, ending at k * l_train tokens for k in 1, 2, 4, 8. The control
-puts another passage (and its context) in place of the first copy, so only "P was seen before" differs.
-Metrics, nats per token of P: ``copy_gain_<k>x`` = NLL of the second copy in the control minus after the
-first copy (about 0: the model cannot look back that far); ``copy_drop_<k>x`` = NLL of the first copy
-minus that of the second (also pays for starting mid-text after filler); ``copy_nll_first``."""
+A document: a held-out passage P of m = l_train/4 tokens after its c = l_train/4 tokens of context, then filler from
+another place, then P again, ending at k * l_train tokens for k in 1, 2, 4, 8. The control puts another passage (and its
+context) in place of the first copy, so only "P was seen before" differs. Metrics, nats per token of P:
+``copy_gain_<k>x`` = NLL of the second copy in the control minus after the first copy (about 0: the model cannot look
+back that far); ``copy_drop_<k>x`` = NLL of the first copy minus that of the second (also pays for starting mid-text
+after filler); ``copy_nll_first``."""
 from __future__ import annotations
 
 import datasets

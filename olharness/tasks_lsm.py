@@ -1,11 +1,10 @@
 """lm-eval tasks for Long-Short Misalignment: ``olh_lsm`` (exact, custom ``lsm`` request) and ``olh_lsm_ll``
 (approximate, loglikelihood requests only); tasks/lsm/README.md describes both.
 
-One document = one sample of the metric's expectation: a held-out text ending at a random token and
-two seeded suffix lengths in ``suffix_range`` x l_train, cut with the reference tokenizer
-(``olharness.task_common``). The text holds ``2 * hi * l_train + 16`` tokens, so a model with another
-tokenizer still finds ``l_long`` of its own tokens. The divergence scored is recorded in the task's
-metadata, so a report labels the column by what was scored."""
+One document = one sample of the metric's expectation: a held-out text ending at a random token and two seeded suffix
+lengths in ``suffix_range`` x l_train, cut with the reference tokenizer (``olharness.task_common``). The text holds ``2
+* hi * l_train + 16`` tokens, so a model with another tokenizer still finds ``l_long`` of its own tokens. The divergence
+scored is recorded in the task's metadata, so a report labels the column by what was scored."""
 from __future__ import annotations
 
 import math
@@ -66,9 +65,8 @@ def build_rows(docs: list[tuple[str, list[int]]], tok, l_train: int, suffix_rang
 
 
 class LSMTask(tc.GeneratedTestTask, ConfigurableTask):
-    """``class: !function olharness.tasks_lsm.LSMTask``. YAML keys of its own: ``suffix_range``
-    ([lo, hi] in multiples of l_train), ``approximate`` (bool: the olh_lsm_ll form),
-    ``n_candidates`` (approximate form only)."""
+    """``class: !function olharness.tasks_lsm.LSMTask``. YAML keys of its own: ``suffix_range`` ([lo, hi] in multiples
+    of l_train), ``approximate`` (bool: the olh_lsm_ll form), ``n_candidates`` (approximate form only)."""
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
         cfg = dict(config or {})

@@ -1,12 +1,11 @@
 """``olh_ppl_len``: perplexity by context length, on held-out long documents (tasks/ppl_len/README.md).
 
-Task ``olh_ppl_len_<k>x`` (YAML key ``length_multiple: k``) cuts each of ``n_docs`` seeded spans of
-8 * l_train reference tokens into chunks of C = k * l_train tokens, one task document per chunk, so the
-four tasks score the same tokens with different context. Per chunk: one ``loglikelihood_rolling``
-request (word/byte/token perplexity, bits per byte; words counted once per span by ``count_words``) and
-one ``loglikelihood`` request per position bucket below C ([0, 1x), [1x, 2x), ... of l_train, context =
-the chunk before it; bounds in reference tokens, re-tokenized by the model): ``nll_<a>-<b>x`` and
-``excess_<a>-<b>x`` (the bucket's NLL minus that of [0, 1x) of the same chunks). A model whose
+Task ``olh_ppl_len_<k>x`` (YAML key ``length_multiple: k``) cuts each of ``n_docs`` seeded spans of 8 * l_train
+reference tokens into chunks of C = k * l_train tokens, one task document per chunk, so the four tasks score the same
+tokens with different context. Per chunk: one ``loglikelihood_rolling`` request (word/byte/token perplexity, bits per
+byte; words counted once per span by ``count_words``) and one ``loglikelihood`` request per position bucket below C ([0,
+1x), [1x, 2x), ... of l_train, context = the chunk before it; bounds in reference tokens, re-tokenized by the model):
+``nll_<a>-<b>x`` and ``excess_<a>-<b>x`` (the bucket's NLL minus that of [0, 1x) of the same chunks). A model whose
 max_length is below C scores in several rolling windows, i.e. at its own max_length (lm-eval's rule)."""
 from __future__ import annotations
 

@@ -58,10 +58,9 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 def recover_checkpoint(run_dir: str | Path) -> str | None:
     """Repair what a kill during `save_checkpoint` left behind; returns a note of what was done.
 
-    checkpoint.old/ exists only once checkpoint.tmp/ is complete, so with checkpoint/ missing a
-    complete checkpoint.tmp/ is the newest checkpoint (killed between the two renames); otherwise
-    checkpoint.old/ is put back. Leftover temp/old directories are then deleted. Call it on one
-    process, holding the run's lock."""
+    checkpoint.old/ exists only once checkpoint.tmp/ is complete, so with checkpoint/ missing a complete checkpoint.tmp/
+    is the newest checkpoint (killed between the two renames); otherwise checkpoint.old/ is put back. Leftover temp/old
+    directories are then deleted. Call it on one process, holding the run's lock."""
     run_dir = Path(run_dir)
     final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
     note = None
@@ -205,8 +204,7 @@ def truncate_metrics(path: Path, step: int) -> list[dict]:
 
 
 def load_training_state(ck: Path) -> tuple[dict, dict, dict | None]:
-    """(trainer_state, rng tensors, optimizer state or None) of a checkpoint, read without pickle
-    code execution."""
+    """(trainer_state, rng tensors, optimizer state or None) of a checkpoint, read without pickle code execution."""
     try:
         state = json.loads((ck / "trainer_state.json").read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -12,9 +12,8 @@ from trainer.config import FIELD_INDEX, PRESETS, SECTIONS, RunConfig, _field_typ
 
 def build_parser(prog: str = "python -m trainer.train", description: str = "",
                  choices: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    """A parser with --preset and one --field per config field; defaults are left as None so that
-    only fields given on the command line override the preset. `choices` adds registry listings to
-    the help of the named fields."""
+    """A parser with --preset and one --field per config field; defaults are left as None so that only fields given on
+    the command line override the preset. `choices` adds registry listings to the help of the named fields."""
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="demo", help=f"named preset: {', '.join(PRESETS)} (default demo)")

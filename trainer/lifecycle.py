@@ -81,10 +81,9 @@ def check_out_dir(out: str) -> Path:
 
 # ------------------------------------------------------------------------------------ resume
 def resume_config(cfg: RunConfig, ck: Path, from_checkpoint: bool = True) -> RunConfig:
-    """The config a resumed run continues with: the one saved in `ck` (the checkpoint, or the run
-    directory of a run killed before its first checkpoint), plus the resume-safe fields given on the
-    command line (`cfg.explicit`; a config built in code counts every field as given). A differing
-    field that is not resume-safe is an error naming it."""
+    """The config a resumed run continues with: the one saved in `ck` (the checkpoint, or the run directory of a run
+    killed before its first checkpoint), plus the resume-safe fields given on the command line (`cfg.explicit`; a config
+    built in code counts every field as given). A differing field that is not resume-safe is an error naming it."""
     saved = RunConfig.load(ck / "config.json")
     explicit = getattr(cfg, "explicit", None)
     bad = []

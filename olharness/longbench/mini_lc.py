@@ -95,9 +95,8 @@ def split_pieces(sentences: Sequence[str], count_tokens: Callable[[str], int], p
 
 
 def make_paragraphs(pieces: Sequence[tuple[str, int]], para_tokens: int) -> list[str]:
-    """Group consecutive pieces into paragraphs of about ``para_tokens`` to ``2 * para_tokens``
-    tokens (a group shorter than ``para_tokens // 2`` that cannot grow is dropped, as are the last
-    remainder and duplicates); order is kept."""
+    """Group consecutive pieces into paragraphs of about ``para_tokens`` to ``2 * para_tokens`` tokens (a group shorter
+    than ``para_tokens // 2`` that cannot grow is dropped, as are the last remainder and duplicates); order is kept."""
     out, seen, cur, total = [], set(), [], 0
 
     def emit():

@@ -88,9 +88,8 @@ def bucket_mean(scores: Sequence[float]) -> float:
 
 def scorer_e(dataset: str, predictions: Sequence[str], answers: Sequence[Sequence[str]], lengths: Sequence[int],
              all_classes=None) -> dict[str, float]:
-    """THUDM ``eval.py`` ``scorer_e``: ``{"0-4k": x, "4-8k": y, "8k+": z}``, each
-    ``round(100 * mean, 2)`` (NaN for an empty bucket). ``all_classes`` is one list for the whole
-    dataset, as in THUDM."""
+    """THUDM ``eval.py`` ``scorer_e``: ``{"0-4k": x, "4-8k": y, "8k+": z}``, each ``round(100 * mean, 2)`` (NaN for an
+    empty bucket). ``all_classes`` is one list for the whole dataset, as in THUDM."""
     per_bucket: dict[str, list[float]] = {b: [] for b in BUCKETS}
     for pred, golds, length in zip(predictions, answers, lengths, strict=True):
         per_bucket[length_bucket(length)].append(score_prediction(dataset, pred, golds, all_classes))

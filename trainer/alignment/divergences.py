@@ -1,11 +1,10 @@
 """Divergences D(long, short) between two next-token distributions.
 
-Each entry maps two log-probability tensors (lp, lq) of shape (..., V), float32, to per-position
-values (...). The trainer computes each view's log-softmax once and shares it with the LM loss;
-an entry may carry `with_grads(lp, lq) -> (values, d sum/d lp, d sum/d lq)` for the training step;
-`build_divergence` also offers every entry on raw logits (olharness scores logits). Working on
-log-softmax outputs keeps ±1e4 logits and bf16 inputs finite. Add one with a decorated function;
-nothing else changes."""
+Each entry maps two log-probability tensors (lp, lq) of shape (..., V), float32, to per-position values (...). The
+trainer computes each view's log-softmax once and shares it with the LM loss; an entry may carry `with_grads(lp, lq) ->
+(values, d sum/d lp, d sum/d lq)` for the training step; `build_divergence` also offers every entry on raw logits
+(olharness scores logits). Working on log-softmax outputs keeps ±1e4 logits and bf16 inputs finite. Add one with a
+decorated function; nothing else changes."""
 from __future__ import annotations
 
 import math

@@ -47,15 +47,14 @@ CHUNK = 128
 
 
 class _SlicedDivergence(torch.autograd.Function):
-    """sum over positions of div(x[rx, xs + i], y[ry, ys + i]), i < n; y None: both views are rows of
-    one batched tensor x.
+    """sum over positions of div(x[rx, xs + i], y[ry, ys + i]), i < n; y None: both views are rows of one batched tensor
+    x.
 
-    Gradients are written straight into one zero tensor shaped like each input, which becomes
-    autograd's gradient buffer of the log-probs (shared with the LM loss): no per-view or per-slice
-    full-size gradient to zero, copy and add. Up to CHUNK positions a divergence's closed-form
-    gradients (`with_grads`, divergences.py) or else the forward's graph are kept for
-    the backward pass; longer overlaps go in chunks of CHUNK positions, recomputed in the backward
-    pass, so the term adds no [B, L, V] tensor of its own beyond one chunk's intermediates."""
+    Gradients are written straight into one zero tensor shaped like each input, which becomes autograd's gradient buffer
+    of the log-probs (shared with the LM loss): no per-view or per-slice full-size gradient to zero, copy and add. Up to
+    CHUNK positions a divergence's closed-form gradients (`with_grads`, divergences.py) or else the forward's graph are
+    kept for the backward pass; longer overlaps go in chunks of CHUNK positions, recomputed in the backward pass, so the
+    term adds no [B, L, V] tensor of its own beyond one chunk's intermediates."""
 
     @staticmethod
     def forward(ctx, x, y, rx: slice, ry: slice, xs: int, ys: int, n: int, div):

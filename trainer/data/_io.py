@@ -32,8 +32,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def read_nonempty(path: Path, what: str) -> bytes:
-    """The bytes of ``path``; ``DataError`` naming ``what`` and the path if it is missing,
-    unreadable or empty."""
+    """The bytes of ``path``; ``DataError`` naming ``what`` and the path if it is missing, unreadable or empty."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:

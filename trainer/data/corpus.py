@@ -1,10 +1,9 @@
 """Corpora for ``load_corpus(spec)``: ``austen`` (the six novels of ``r-cran-janeaustenr``, split by book;
-``austen:PATH`` reads that Rdata.rdb), a local ``.txt`` file (one document), a ``.jsonl``/``.json``/
-``.parquet`` file with a ``text`` column, a folder of those, or a hub dataset ``name[:split]`` for
-``datasets.load_dataset``.
+``austen:PATH`` reads that Rdata.rdb), a local ``.txt`` file (one document), a ``.jsonl``/``.json``/ ``.parquet`` file
+with a ``text`` column, a folder of those, or a hub dataset ``name[:split]`` for ``datasets.load_dataset``.
 
-Except for Austen, whole documents are held out: ``max(1, round(n * heldout_frac))`` of them (at most
-``n - 1``), chosen by ``seed``; a single document is cut at ``1 - heldout_frac`` of its length."""
+Except for Austen, whole documents are held out: ``max(1, round(n * heldout_frac))`` of them (at most ``n - 1``), chosen
+by ``seed``; a single document is cut at ``1 - heldout_frac`` of its length."""
 from __future__ import annotations
 
 import contextlib

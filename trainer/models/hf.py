@@ -1,10 +1,9 @@
 """Any pretrained Hugging Face causal LM (`--arch hf --init_from DIR_OR_HUB_NAME`) as a model family.
 
-`HFCausalLM` wraps an `AutoModelForCausalLM` behind the other families' interface, so the LM loss and
-every alignment axis go through trainer/alignment/ unchanged. Context extension edits the RoPE
-settings before the weights load (`HF_ROPE`), so `save_pretrained` writes them and a plain
-`from_pretrained` scores the same. Under ZeRO-3, `HfDeepSpeedConfig` makes `from_pretrained` load each
-weight straight into its shard."""
+`HFCausalLM` wraps an `AutoModelForCausalLM` behind the other families' interface, so the LM loss and every alignment
+axis go through trainer/alignment/ unchanged. Context extension edits the RoPE settings before the weights load
+(`HF_ROPE`), so `save_pretrained` writes them and a plain `from_pretrained` scores the same. Under ZeRO-3,
+`HfDeepSpeedConfig` makes `from_pretrained` load each weight straight into its shard."""
 from __future__ import annotations
 
 import json

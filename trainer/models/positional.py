@@ -1,9 +1,8 @@
 """Positional encodings for the Transformer families, as a registry, plus RoPE context extension.
 
-Each encoding acts through the hook it needs, so decoder.py and encdec.py never branch on its name:
-``add_to_input`` (learned, sinusoidal), ``rotate`` (rope), ``attn_bias`` (alibi). Positions are
-absolute, so a KV cache passes ``offset + arange(T)``. ``ROPE_SCALING``: none, pi (positions / s),
-ntk (base * s^(d/(d-2))), abf (base * s^2)."""
+Each encoding acts through the hook it needs, so decoder.py and encdec.py never branch on its name: ``add_to_input``
+(learned, sinusoidal), ``rotate`` (rope), ``attn_bias`` (alibi). Positions are absolute, so a KV cache passes ``offset +
+arange(T)``. ``ROPE_SCALING``: none, pi (positions / s), ntk (base * s^(d/(d-2))), abf (base * s^2)."""
 from __future__ import annotations
 
 import torch

@@ -1,9 +1,8 @@
 """A scalar regression head on any model family (`--head scalar`; the LM head's logits are unused).
 
-Causal models pool the last layer's (layer-normed) hidden states, encdec its encoder output, into
-Linear(D, 1). With `bos`, a BOS token (id 2 of the bit vocabulary) gives even a model without
-positions an anchor to count from. Pooling: last (causal default, the only position that saw every
-input), mean (encdec default) or first."""
+Causal models pool the last layer's (layer-normed) hidden states, encdec its encoder output, into Linear(D, 1). With
+`bos`, a BOS token (id 2 of the bit vocabulary) gives even a model without positions an anchor to count from. Pooling:
+last (causal default, the only position that saw every input), mean (encdec default) or first."""
 from __future__ import annotations
 
 import torch

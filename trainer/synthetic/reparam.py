@@ -1,10 +1,9 @@
 """Output reparameterizations of a regression target: the model learns y = f(t), we score f⁻¹(ŷ).
 
-The paper trains length prediction on f(l) in {√l, log l, 1/√l}; we ship those, the identity, and
-``square``/``cube`` (faster than l) as the opposite ablation. Every entry carries its inverse and
-domains, so errors are scored in target space. A model output outside f⁻¹'s domain is a prediction,
-not a user error: ``to_target`` clamps it to the nearest valid value (our choice; the paper is silent)
-and reports which ones it moved."""
+The paper trains length prediction on f(l) in {√l, log l, 1/√l}; we ship those, the identity, and ``square``/``cube``
+(faster than l) as the opposite ablation. Every entry carries its inverse and domains, so errors are scored in target
+space. A model output outside f⁻¹'s domain is a prediction, not a user error: ``to_target`` clamps it to the nearest
+valid value (our choice; the paper is silent) and reports which ones it moved."""
 from __future__ import annotations
 
 from typing import Callable

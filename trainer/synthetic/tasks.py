@@ -1,9 +1,8 @@
 """Synthetic length-generalization tasks (paper, Section 3) and their seeded generators.
 
-Inputs are i.i.d. fair bits; ``mean`` predicts mean(x) (its range does not move with l), ``length``
-predicts l (its range grows with l). A torch.Generator fixes every batch; training draws one length
-per step, l ~ U{min_len..seq_len}, and a batch of that length (no padding). A new task (parity,
-majority) is one decorated ``Task``."""
+Inputs are i.i.d. fair bits; ``mean`` predicts mean(x) (its range does not move with l), ``length`` predicts l (its
+range grows with l). A torch.Generator fixes every batch; training draws one length per step, l ~ U{min_len..seq_len},
+and a batch of that length (no padding). A new task (parity, majority) is one decorated ``Task``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,9 +44,8 @@ def sample_length(gen: torch.Generator, lo: int, hi: int) -> int:
 
 
 def eval_generator(eval_seed: int, length: int) -> torch.Generator:
-    """The generator of the test set at one length: shared by every model and seed, so every model
-    is scored on the same inputs (paired comparisons) and a length's test set does not depend on
-    which other lengths are evaluated."""
+    """The generator of the test set at one length: shared by every model and seed, so every model is scored on the same
+    inputs (paired comparisons) and a length's test set does not depend on which other lengths are evaluated."""
     return torch.Generator().manual_seed(eval_seed * 100_003 + length)
 
 
