@@ -3,11 +3,10 @@
     python -m olharness.export_hf RUN_DIR OUT_DIR
     lm_eval --model hf --model_args pretrained=OUT_DIR,trust_remote_code=True --tasks ...
 
-The directory holds our weights (prefix ``olh.``), ``olharness/hf_template/``'s config, model and
-tokenizer code, and ``olh_core.py``: the trainer's model code bundled verbatim, so the export loads
-without this package and computes exactly what ``ol`` computes. ``max_position_embeddings`` follows
-``ol``'s ``max_length`` default, and BOS is EOS (the document separator in training), so ``hf`` uses
-the same prefix for an empty context as ``ol``."""
+The directory holds our weights (prefix ``olh.``), ``olharness/hf_template/``'s config, model and tokenizer code, and
+``olh_core.py``: the trainer's model code bundled verbatim, so the export loads without this package and computes
+exactly what ``ol`` computes. ``max_position_embeddings`` follows ``ol``'s ``max_length`` default, and BOS is EOS (the
+document separator in training), so ``hf`` uses the same prefix for an empty context as ``ol``."""
 from __future__ import annotations
 
 import argparse

@@ -13,11 +13,10 @@ from pathlib import Path
 from trainer.errors import OLHError
 
 # What a field *is* lives on the field (its metadata), so no other file keeps a list of field names.
-# help: its --help text. role: setting (default; hashed into cell ids, fixed on --resume) | resume (hashed,
-# may change on --resume) | run (paths, logging, threads, device: not hashed, may change) | derived (the run
-# may replace the request, e.g. vocab_size: hashed, not compared on --resume). factor=False: not a report
-# grouping factor. A report compares each treatment (the `align` section, fields with a `baseline`) with the
-# group at the baselines.
+# help: its --help text. factor=False: not a report grouping factor. A report compares each treatment (the `align`
+# section, fields with a `baseline`) with the group at the baselines. role: setting (default; hashed into cell ids,
+# fixed on --resume) | resume (hashed, may change on --resume) | run (paths, logging, threads, device: not hashed,
+# may change) | derived (the run may replace the request, e.g. vocab_size: hashed, not compared on --resume).
 
 
 def _f(default, help: str, **meta):

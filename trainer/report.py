@@ -2,9 +2,8 @@
 
     python -m trainer.report runs/alpha            # writes runs/alpha/REPORT.md and runs/alpha/*.png
 
-A table of mean ± std over seeds per cell group with the paired difference to its baseline group
-(every treatment field at its baseline, trainer/config.py), the plots and correlations of
-trainer/report_plots.py."""
+A table of mean ± std over seeds per cell group with the paired difference to its baseline group (every treatment field
+at its baseline, trainer/config.py), the plots and correlations of trainer/report_plots.py."""
 from __future__ import annotations
 
 import itertools

@@ -5,10 +5,9 @@
     deepspeed --num_gpus 2 --module trainer.train --deepspeed ds_configs/zero2.json --preset tiny --out runs/ds
     python -m trainer.train --out runs/tiny --resume                      # continue a run
 
-One loop for both backends: `--deepspeed CONFIG` goes through `deepspeed.initialize`, otherwise plain
-torch. The loss comes from trainer.alignment.Objective; this file only moves data, steps the
-optimizer, logs and checkpoints. Every config field is a flag (`--help` lists them with the
-registered names of each ablation axis)."""
+One loop for both backends: `--deepspeed CONFIG` goes through `deepspeed.initialize`, otherwise plain torch. The loss
+comes from trainer.alignment.Objective; this file only moves data, steps the optimizer, logs and checkpoints. Every
+config field is a flag (`--help` lists them with the registered names of each ablation axis)."""
 from __future__ import annotations
 
 if __name__ == "__main__":  # a Ctrl-C or SIGTERM during the imports below is remembered, not a traceback

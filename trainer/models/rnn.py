@@ -35,8 +35,7 @@ class RNNLM(TiedLM):
         super().__init__(cfg, pe=False)
         D = cfg.d_model
         self.norms = nn.ModuleList(nn.LayerNorm(D) for _ in range(cfg.n_layer))
-        # one module per layer (not num_layers=N) so every layer's output is available for
-        # hidden-state alignment
+        # one module per layer (not num_layers=N) so every layer's output is available for hidden-state alignment
         self.layers = nn.ModuleList(cell(D, D, batch_first=True) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(D)
 
