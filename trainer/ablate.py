@@ -21,8 +21,7 @@ from pathlib import Path
 
 from trainer.config import RunConfig
 from trainer.errors import OLHError
-from trainer.lifecycle import GRID_STOP as _STOP
-from trainer.lifecycle import GridInterrupted, RunLock
+from trainer.lifecycle import GRID_STOP as _STOP, GridInterrupted, RunLock
 from trainer.results import ResultRow, append_row, flatten_results, mean_tail, read_rows, scored_with
 from trainer.spec import GridSpec, cell_id, combos, load_spec, resolve
 
@@ -66,16 +65,11 @@ class Grid:
         pre = {cell["seed"]: (cid, cfg.train.out) for cell, cfg, cid in self.pretrain_cells()}
         out, seen = [], set()
         for ov, seed in ((c, s) for c in combos(self.spec) for s in self.spec.seeds):
-            cell = {"overrides": ov, "seed": seed}
-            if pre:  # every cell of a seed starts from that seed's pretrained model
-                pre_id, pre_out = pre[seed]
-                cell = {"overrides": {**ov, "init_from": pre_out}, "seed": seed}
+            pre_id, pre_out = pre.get(seed, (None, None))  # every cell of a seed starts from its pretrained model
+            cell = {"overrides": {**ov, "init_from": pre_out} if pre else ov, "seed": seed}
             cfg = resolve(self.spec, cell["overrides"], seed)
-            if pre:  # hash the pretraining run by its id, not its path: --root must not change cell ids
-                cfg.train.init_from = pre_id
-            cid = cell_id(cfg)
-            if pre:
-                cfg.train.init_from = pre_out
+            # the id hashes a pretraining run by its id, not its path: --root must not change cell ids
+            cid = cell_id(resolve(self.spec, {**ov, "init_from": pre_id}, seed) if pre else cfg)
             if cid in seen:  # two spellings of one config (an axis value repeated in 'cells', 0 and 0.0): run once
                 continue
             seen.add(cid)

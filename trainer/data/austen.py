@@ -233,14 +233,11 @@ def find_austen(path: str | os.PathLike | None = None) -> Path:
     env = os.environ.get(ENV_PATH)
     if env:
         return _resolve_explicit(env, f"${ENV_PATH}=")
-    tried = [f"${ENV_PATH} (unset)"]
-    if INSTALLED_PATH.is_file():
-        return INSTALLED_PATH
-    tried.append(f"{INSTALLED_PATH} (missing)")
     cached = cache_path()
-    if cached.is_file():
-        return cached
-    tried.append(f"{cached} (missing)")
+    for p in (INSTALLED_PATH, cached):
+        if p.is_file():
+            return p
+    tried = [f"${ENV_PATH} (unset)", f"{INSTALLED_PATH} (missing)", f"{cached} (missing)"]
     try:
         _download(cached)
     except DataError as e:

@@ -16,8 +16,7 @@ def main() -> int:
     except OLHError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    total = sum(len(t) for t in books.values())
-    print(f"corpus: {path} ({len(books)} novels, {total:,} characters)")
+    print(f"corpus: {path} ({len(books)} novels, {sum(len(t) for t in books.values()):,} characters)")
     return 0
 
 
