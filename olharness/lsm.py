@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from trainer.alignment.divergences import DIVERGENCES, KL_DIRECTIONS, build_divergence
+from trainer.alignment.divergences import build_divergence
 from trainer.errors import OLHError
 
 DEFAULT_DIVERGENCE = "sce"
@@ -27,9 +27,7 @@ SIDE_DIVERGENCE = "sym_kl"
 
 def check_divergence(name: str, kl_direction: str = "long_short") -> None:
     """Fail with the list of valid names for an unknown divergence or KL direction."""
-    DIVERGENCES.parse(name)
-    if kl_direction not in KL_DIRECTIONS:
-        raise OLHError(f"unknown kl_direction '{kl_direction}'; valid: {', '.join(KL_DIRECTIONS)}")
+    build_divergence(name, kl_direction)
 
 
 def parse_lsm_args(args: Sequence) -> tuple[str, int, int, dict]:

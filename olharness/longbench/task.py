@@ -61,13 +61,10 @@ class _LongStyleTask(ConfigurableTask):
         if not name:
             raise ValueError(f"{type(self).__name__}: the task YAML must set dataset_name")
         self.dataset_key = self._resolve_name(name)
-        cfg.setdefault("output_type", "generate_until")
-        cfg.setdefault("test_split", "test")
-        cfg.setdefault("num_fewshot", 0)  # zero-shot (LongBench's shots live inside the context)
-        cfg.setdefault("doc_to_target", "answers")
-        cfg.setdefault("generation_kwargs", self._generation_kwargs())
-        cfg.setdefault("metric_list", _metric_list(self.BUCKETS))
-        cfg["process_results"] = self._process_results
+        # our defaults under the YAML's keys; zero-shot: LongBench's shots live inside the context
+        cfg = {"output_type": "generate_until", "test_split": "test", "num_fewshot": 0, "doc_to_target": "answers",
+               "generation_kwargs": self._generation_kwargs(), "metric_list": _metric_list(self.BUCKETS), **cfg,
+               "process_results": self._process_results}
         self.data_source = None
         super().__init__(config=cfg)
 
@@ -213,12 +210,9 @@ class MiniLCMCTask(MiniLCTask):
     ``acc_calib`` (the choice the context raises most: cancels the model's prior over answers)."""
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
-        cfg = dict(config or {})
-        cfg.setdefault("output_type", "multiple_choice")
-        cfg.setdefault("doc_to_choice", "choices")
-        cfg.setdefault("doc_to_target", "gold")
-        cfg.setdefault("target_delimiter", "")  # the choices carry their leading space
-        cfg.setdefault("metric_list", _mc_metric_list(self.BUCKETS))
+        cfg = {"output_type": "multiple_choice", "doc_to_choice": "choices", "doc_to_target": "gold",
+               "target_delimiter": "",  # the choices carry their leading space
+               "metric_list": _mc_metric_list(self.BUCKETS), **(config or {})}
         super().__init__(data_dir, cache_dir, download_mode, config=cfg)
 
     def _generation_kwargs(self) -> dict | None:
