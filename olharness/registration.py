@@ -20,14 +20,10 @@ MODELS = {
 def _find_tasks_dir() -> Path:
     """``$OLH_TASKS_DIR``, else the repository's ``tasks/`` beside the package (editable install or
     checkout), else ``olharness/tasks`` (a copy shipped as package data)."""
-    env = os.environ.get("OLH_TASKS_DIR")
-    if env:
-        return Path(env)
+    if os.environ.get("OLH_TASKS_DIR"):
+        return Path(os.environ["OLH_TASKS_DIR"])
     here = Path(__file__).resolve().parent
-    for cand in (here.parent / "tasks", here / "tasks"):
-        if cand.is_dir():
-            return cand
-    return here.parent / "tasks"
+    return next((d for d in (here.parent / "tasks", here / "tasks") if d.is_dir()), here.parent / "tasks")
 
 
 TASKS_DIR = str(_find_tasks_dir())

@@ -139,8 +139,7 @@ def check_resume_state(ck: Path, state, rng: dict, opt, world: int, deepspeed: b
             or state["step"] < 0 or not isinstance(state.get("sampler"), dict):
         raise CheckpointError(f"{where} is malformed: expected an object with an integer 'step' and a 'sampler' map")
     step = state["step"]
-    saved_world, saved_ds = state.get("world_size", 1), state.get("deepspeed", None)
-    saved_stage = state.get("zero_stage", None)
+    saved_world, saved_ds, saved_stage = state.get("world_size", 1), state.get("deepspeed"), state.get("zero_stage")
     hint = resume_hint(ck.parent, saved_world, saved_world > 1 or bool(saved_ds))
     if saved_ds is not None and bool(saved_ds) != deepspeed:
         raise OLHError(f"the checkpoint in {ck} was written {'with' if saved_ds else 'without'} DeepSpeed; "

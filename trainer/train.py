@@ -59,8 +59,7 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
     other = [p for n, p in model.named_parameters() if not decays(n, p)]
     # one fused kernel on accelerators; on CPU the multi-tensor (foreach) kernel, which gives the same
     # numbers as the per-parameter loop (CPU's fused kernel rounds differently)
-    dev = next(model.parameters()).device.type
-    impl = {"foreach": True} if dev == "cpu" else {"fused": True}
+    impl = {"foreach": True} if next(model.parameters()).device.type == "cpu" else {"fused": True}
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=cfg.train.lr, betas=(0.9, 0.95), **impl)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -164,8 +163,7 @@ def resume(tr: Trainer, st: Start) -> tuple[int, list[dict]]:
     except Exception as e:  # noqa: BLE001 - any failure to load a state means the checkpoint does not fit
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot resume from {ck}: {msg}") from None
-    rows = rt.on_main(lambda: truncate_metrics(tr.out / "metrics.jsonl", step)) or []
-    return step, rows
+    return step, rt.on_main(lambda: truncate_metrics(tr.out / "metrics.jsonl", step)) or []
 
 
 def save(tr: Trainer, step: int) -> None:

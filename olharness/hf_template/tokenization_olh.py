@@ -30,8 +30,7 @@ class OLHTokenizer(PreTrainedTokenizer):
     def tokenize(self, text, **kwargs):
         return self.sp.encode(text, out_type=str)
 
-    def _tokenize(self, text, **kwargs):
-        return self.sp.encode(text, out_type=str)
+    _tokenize = tokenize
 
     def _convert_token_to_id(self, token):
         return self.sp.piece_to_id(token)
