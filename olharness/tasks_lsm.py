@@ -41,8 +41,7 @@ def build_rows(docs: list[tuple[str, list[int]]], tok, l_train: int, suffix_rang
     rng = np.random.default_rng(seed)
     cands: list[str] = []
     if n_candidates:
-        counts = Counter(t for _, ids in eligible for t in ids)
-        for t, _ in counts.most_common():
+        for t, _ in Counter(t for _, ids in eligible for t in ids).most_common():
             s = tok.decode([t])
             if s and s not in cands:
                 cands.append(s)
@@ -57,9 +56,8 @@ def build_rows(docs: list[tuple[str, list[int]]], tok, l_train: int, suffix_rang
                "text": tok.decode(ids[max(0, end - span):end])}
         if n_candidates:
             nxt = tok.decode(ids[end:end + 1]) if end < len(ids) else ""
-            row["candidates"] = cands + ([nxt] if nxt and nxt not in cands else [])
-            row["ctx_short"] = tok.decode(ids[end - l_short:end])
-            row["ctx_long"] = tok.decode(ids[end - l_long:end])
+            row.update(candidates=cands + ([nxt] if nxt and nxt not in cands else []),
+                       ctx_short=tok.decode(ids[end - l_short:end]), ctx_long=tok.decode(ids[end - l_long:end]))
         rows.append(row)
     return rows
 

@@ -112,15 +112,10 @@ def read_ds_json(path: str) -> dict:
 
 
 def ds_config(cfg: RunConfig, rt: Runtime) -> dict:
-    d = dict(rt.ds_json)
-    # batch sizes and clipping come from our config so one JSON serves every preset
-    d["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
-    d["gradient_accumulation_steps"] = cfg.train.grad_accum
-    d["train_batch_size"] = cfg.train.batch_size * cfg.train.grad_accum * rt.world
-    d["gradient_clipping"] = cfg.train.grad_clip
-    d.setdefault("steps_per_print", 10 ** 9)
-    d["bf16"] = {"enabled": rt.dtype == torch.bfloat16}
-    return d
+    t = cfg.train  # batch sizes and clipping come from our config so one JSON serves every preset
+    return {"steps_per_print": 10 ** 9, **rt.ds_json, "train_micro_batch_size_per_gpu": t.batch_size,
+            "gradient_accumulation_steps": t.grad_accum, "train_batch_size": t.batch_size * t.grad_accum * rt.world,
+            "gradient_clipping": t.grad_clip, "bf16": {"enabled": rt.dtype == torch.bfloat16}}
 
 
 def full_state_dict(module: torch.nn.Module, zero_stage: int) -> dict:

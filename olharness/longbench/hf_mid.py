@@ -41,12 +41,8 @@ class HFMidLM(HFLM):
             self._warned_budget = True
             log.warning(f"hf-mid: prompt_budget={self.prompt_budget} plus max_gen_toks exceeds max_length="
                         f"{self.max_length}; generation may run past the model's context")
-        if has_bos_prefix(strings[0], getattr(self.tokenizer, "bos_token", None)):
-            special = {"add_special_tokens": False}
-        elif self.add_bos_token is not None:
-            special = {"add_special_tokens": self.add_bos_token}
-        else:
-            special = {}
+        add = False if has_bos_prefix(strings[0], getattr(self.tokenizer, "bos_token", None)) else self.add_bos_token
+        special = {} if add is None else {"add_special_tokens": add}
         rows = []
         for s in strings:
             ids = self.tokenizer(s, **special)["input_ids"]

@@ -30,8 +30,7 @@ _TYPE_NAMES = {str: "a string", list: "a list", int: "an integer", type(None): "
 
 
 def _fail(path: Path, lineno: int | None, msg: str) -> DataError:
-    where = f"{path}:{lineno}" if lineno is not None else str(path)
-    return DataError(f"{where}: {msg}")
+    return DataError(f"{path}:{lineno}: {msg}" if lineno is not None else f"{path}: {msg}")
 
 
 def validate_row(row, path: Path, lineno: int, dataset: str) -> dict:
