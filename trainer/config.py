@@ -214,11 +214,6 @@ def role(name: str) -> str:
     return FIELD_INDEX[name][1].metadata.get("role", "setting")
 
 
-def resumable(name: str) -> bool:
-    """May this field differ between a run and its --resume?"""
-    return role(name) != "setting"
-
-
 def is_factor(name: str) -> bool:
     """Is this field a grouping factor of a grid report (settings, not paths or runtime knobs)?"""
     return role(name) != "run" and FIELD_INDEX[name][1].metadata.get("factor", True)

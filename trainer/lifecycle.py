@@ -11,14 +11,14 @@ import sys
 import threading
 from pathlib import Path
 
-from trainer.config import FIELD_INDEX, RunConfig, resumable
+from trainer.config import FIELD_INDEX, RunConfig, role
 from trainer.errors import CheckpointError, OLHError
 
 
 def resume_safe(key: str) -> bool:
     """May --resume change this field? Its config role says (trainer/config.py); `init_from` is
     ignored on resume (the weights come from the checkpoint), so it may differ too (a moved source)."""
-    return key == "init_from" or key in FIELD_INDEX and resumable(key)
+    return key == "init_from" or key in FIELD_INDEX and role(key) != "setting"
 
 
 # ------------------------------------------------------------------------------------- run lock
@@ -229,10 +229,6 @@ class StopFlag:
         except ValueError:  # not the main thread (a test calling train()): no handlers
             self._old = {}
 
-    @property
-    def requested(self) -> bool:
-        return bool(self.signum)
-
     def _handle(self, signum, frame):
         if not self.signum:
             self.signum = signum
@@ -272,10 +268,6 @@ def _launcher_parent() -> tuple[int, int] | None:
         return None
     runner = _ppid(launcher)
     return (launcher, runner) if b"deepspeed.launcher.launch" in cmd and runner and runner > 1 else None
-
-
-def exit_code(signum: int) -> int:
-    return 128 + signum if signum else 0
 
 
 class GridInterrupted(OLHError):

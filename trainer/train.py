@@ -31,7 +31,7 @@ from trainer.checkpoint import load_state_into, read_weights, save_checkpoint, t
 from trainer.config import PRESETS, RunConfig
 from trainer.errors import CheckpointError, OLHError
 from trainer.flags import build_parser, config_from_namespace
-from trainer.lifecycle import StopFlag, exit_code, resume_hint
+from trainer.lifecycle import StopFlag, resume_hint
 from trainer.metrics import MetricsLog
 from trainer.models import build_model
 from trainer.reporters import Reporters
@@ -233,7 +233,7 @@ def train(cfg: RunConfig, local_rank: int = -1, stop_at: int | None = None) -> d
     continues exactly; the summary's `signal` is then the signal's number (0 otherwise)."""
     t_start = time.time()
     stop = StopFlag(under_launcher="LOCAL_RANK" in os.environ)  # set by the deepspeed launcher
-    if stop.requested:  # a signal during the imports: leave before joining a process group (no rank waits)
+    if stop.signum:  # a signal during the imports: leave before joining a process group (no rank waits)
         stop.restore()
         if os.environ.get("RANK", "0") == "0":
             print("stopped during start-up, before training; run the same command again", file=sys.stderr)
@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under the launcher one rank speaks for all
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    return exit_code(summary["signal"])  # 130 / 143 after SIGINT / SIGTERM: `train && eval` stops
+    # 130 / 143 after SIGINT / SIGTERM: `train && eval` stops
+    return 128 + summary["signal"] if summary["signal"] else 0
 
 
 if __name__ == "__main__":

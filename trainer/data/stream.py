@@ -125,10 +125,6 @@ class WindowSampler:
         idx = offs[:, None] + np.arange(self.window)[None, :]
         return torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))
 
-    def __iter__(self):
-        while True:
-            yield self.next_batch()
-
     def state_dict(self) -> dict:
         return {"bit_generator": _jsonable(self.rng.bit_generator.state), "batches_served": self.batches_served,
                 "seed": self.seed, "rank": self.rank, "window": self.window, "batch_size": self.batch_size,
