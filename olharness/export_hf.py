@@ -33,8 +33,7 @@ def bundle_core() -> str:
     parts = ['"""olharness model code bundled from trainer/ by olharness.export_hf (do not edit)."""',
              "from __future__ import annotations", ""]
     for rel in CORE_SOURCES:
-        src = (base / rel).read_text()
-        lines = [ln for ln in src.splitlines() if not _INTERNAL_IMPORT.match(ln.strip())]
+        lines = [ln for ln in (base / rel).read_text().splitlines() if not _INTERNAL_IMPORT.match(ln.strip())]
         parts += [f"# ---- trainer/{rel} " + "-" * 60, *lines, ""]
     return "\n".join(parts) + "\n"
 

@@ -83,8 +83,7 @@ class LSMMixin:
         out: list[torch.Tensor] = []
         pbar = tqdm(total=len(views), desc="Running lsm requests", disable=disable_tqdm or getattr(self, "rank", 0) != 0)
         for chunk in coll.get_batched(n=max(1, self._lsm_batch_size())):
-            logits = self._lsm_forward(list(chunk)).float().cpu()
-            out.extend(logits.unbind(0))
+            out.extend(self._lsm_forward(list(chunk)).float().cpu().unbind(0))
             pbar.update(len(chunk))
         pbar.close()
         last = coll.get_original(out)

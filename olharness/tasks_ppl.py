@@ -67,8 +67,7 @@ def pick_spans(docs: list[tuple[str, list[int]]], span: int, n: int, seed: int, 
     if n > len(slots):
         log.warning("%s: only %d spans of %d tokens available; using all of them", task, len(slots), span)
         n = len(slots)
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(slots), size=n, replace=False).tolist())
+    chosen = sorted(np.random.default_rng(seed).choice(len(slots), size=n, replace=False).tolist())
     return [(f"{docs[slots[i][0]][0]}@{slots[i][1]}", docs[slots[i][0]][1][slots[i][1]:slots[i][1] + span]) for i in chosen]
 
 

@@ -323,8 +323,7 @@ def _main(args) -> int:
     try:
         from trainer.report import write_report
         for path in args.spec:
-            spec = load_spec(path)
-            grid = Grid(spec, args.root, args.threads)
+            grid = Grid(load_spec(path), args.root, args.threads)
             if args.dry_run:
                 done = grid.done()
                 for cell, cfg, cid in grid.pretrain_cells() + grid.cells():

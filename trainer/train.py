@@ -297,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                           choices=registry_choices())
     ns = parser.parse_args(argv)
     try:
-        cfg = config_from_namespace(ns)
-        summary = train(cfg, ns.local_rank)
+        summary = train(config_from_namespace(ns), ns.local_rank)
     except OLHError as e:
         if os.environ.get("RANK", "0") == "0":  # under the launcher one rank speaks for all
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

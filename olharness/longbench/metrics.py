@@ -91,8 +91,7 @@ def rouge_score(prediction: str, ground_truth: str, **kwargs) -> float:
 def classification_score(prediction: str, ground_truth: str, **kwargs) -> float:
     """1/len(matches) if the gold label is among the classes found in the prediction (after THUDM's
     remove-while-iterating loop drops substrings of the gold label), else 0."""
-    all_classes = kwargs["all_classes"]
-    matches = [name for name in all_classes if name in prediction]
+    matches = [name for name in kwargs["all_classes"] if name in prediction]
     # Deliberately iterate over the list being modified: after a removal the next element is
     # skipped, exactly as in THUDM's loop. Do not "fix" this; it changes published numbers.
     for term in matches:

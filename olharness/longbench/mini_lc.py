@@ -298,8 +298,7 @@ def build_mini_lc(texts: Sequence[str], count_tokens: Callable[[str], int], l_tr
         for i in range(n_per_bucket):
             for m in MULTIPLES:
                 limit = m * l_train
-                rng = random.Random(f"{seed}:{d}:{m}x:{i}")
-                row, n = _MAKERS[d](pool, rng, limit)
+                row, n = _MAKERS[d](pool, random.Random(f"{seed}:{d}:{m}x:{i}"), limit)
                 if m > 1 and n <= limit // 2:
                     raise DataError(f"mini_lc: {d} row for {m}x has only {n} tokens (<= {limit // 2}); paragraphs "
                                     "too long for l_train, lower para_tokens")

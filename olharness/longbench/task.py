@@ -177,8 +177,7 @@ def mc_choices(row: dict, seed: int, k: int = MC_K) -> tuple[list[str], int]:
         raise DataError(f"mini_lc: unknown dataset {d!r}; known: {', '.join(mini_lc.MINI_DATASETS)}")
     order = list(range(len(values)))
     rng.shuffle(order)
-    choices = [f" {values[i]}" for i in order]
-    return choices, order.index(0)
+    return [f" {values[i]}" for i in order], order.index(0)
 
 
 def _mean(items) -> float:

@@ -194,8 +194,7 @@ def _split_docs(name: str, docs: list[str], names: list[str], heldout_frac: floa
                             f"{heldout_frac:.0%} of it")
         return Corpus(name, [train], [held], [f"{names[0]} (last {heldout_frac:.0%})"])
     n_held = min(n - 1, max(1, round(n * heldout_frac)))
-    perm = np.random.default_rng(seed).permutation(n)
-    held_idx = set(int(i) for i in perm[:n_held])
+    held_idx = set(int(i) for i in np.random.default_rng(seed).permutation(n)[:n_held])
     train = [d for i, d in enumerate(docs) if i not in held_idx]
     held = sorted(held_idx)
     return Corpus(name, train, [docs[i] for i in held], [names[i] for i in held])

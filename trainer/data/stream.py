@@ -121,8 +121,7 @@ class WindowSampler:
 
     def next_batch(self) -> torch.Tensor:
         """A ``torch.long`` tensor of shape ``(batch_size, window)``."""
-        offs = self.next_offsets()
-        idx = offs[:, None] + np.arange(self.window)[None, :]
+        idx = self.next_offsets()[:, None] + np.arange(self.window)[None, :]
         return torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))
 
     def state_dict(self) -> dict:

@@ -71,8 +71,7 @@ class Rotary(PositionalEncoding):
     def __init__(self, cfg):
         super().__init__(cfg)
         hd = cfg.d_model // cfg.n_head
-        scaling = ROPE_SCALING.get(cfg.rope_scaling)
-        inv_freq, self.pos_scale = scaling(cfg.rope_base, hd, cfg.rope_scale)
+        inv_freq, self.pos_scale = ROPE_SCALING.get(cfg.rope_scaling)(cfg.rope_base, hd, cfg.rope_scale)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def _cos_sin(self, pos, dtype):
