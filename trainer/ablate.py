@@ -177,7 +177,9 @@ class Grid:
         if cfg.data.task == "lm":
             evals, divs = self.evaluate(out, log, threads, cfg.train.device)
         else:  # synthetic tasks: every test length, in process (a tiny model, seconds)
-            evals, divs = evaluate_synthetic(out), {}
+            from trainer.checkpoint import load_model
+            from trainer.synthetic.objective import evaluate
+            evals, divs = evaluate(*load_model(out)[:2]), {}
         lm_loss = mean_tail(out / "metrics.jsonl", "lm_loss")
         _STOP.check()
         row = ResultRow(cell_id=cid, grid=self.spec.name, overrides=cell["overrides"], seed=cell["seed"],
@@ -268,14 +270,6 @@ def _train_here(cfg: dict, log: str) -> str | None:
         finally:
             sys.stdout.flush(), sys.stderr.flush()
     return None
-
-
-def evaluate_synthetic(run_dir: Path) -> dict:
-    """A synthetic run's error at every test length (trainer/synthetic/objective.py: evaluate)."""
-    from trainer.checkpoint import load_model
-    from trainer.synthetic.objective import evaluate
-    model, cfg, _ = load_model(run_dir)
-    return evaluate(model, cfg)
 
 
 def _steps_done(summary_path: Path) -> int:

@@ -99,16 +99,12 @@ def paired_delta(rows: list[ResultRow], base_rows: list[ResultRow], key: str) ->
 def _sort_key(key: tuple) -> tuple:
     """Groups in a stable order (results.jsonl is in completion order): unset (the base config's
     value) first, then numbers numerically, then text."""
-    out = []
-    for _, v in key:
-        if v == "—":
-            out.append((-1, 0.0, ""))
-            continue
+    def rank(v: str) -> tuple:
         try:
-            out.append((0, float(v), ""))
+            return (-1, 0.0, "") if v == "—" else (0, float(v), "")
         except ValueError:
-            out.append((1, 0.0, v))
-    return tuple(out)
+            return (1, 0.0, v)
+    return tuple(rank(v) for _, v in key)
 
 
 def _cell_text(vals: list[float], key: str = "") -> str:

@@ -6,6 +6,7 @@ that exact parity with THUDM's published numbers requires; tests/test_longbench_
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import string
 import sys
@@ -47,7 +48,6 @@ def qa_f1_score(prediction: str, ground_truth: str, **kwargs) -> float:
 #: measured on CPython 3.11 by ``tests/test_longbench_metrics.py::test_rouge_headroom_constant``.
 THUDM_ROUGE_HEADROOM = 996
 _rouge_lock = threading.Lock()
-_rouge = None
 
 
 def _probe_headroom(n: int = 0) -> int:
@@ -58,14 +58,12 @@ def _probe_headroom(n: int = 0) -> int:
         return n
 
 
+@functools.cache
 def _get_rouge():
-    global _rouge
-    if _rouge is None:
-        from rouge import Rouge
-        # Only ROUGE-L is read. ROUGE-1/2 (also computed by THUDM's default ``Rouge()``) raise
-        # exactly when ROUGE-L does (empty hypothesis or reference), so skipping them changes nothing.
-        _rouge = Rouge(metrics=["rouge-l"])
-    return _rouge
+    from rouge import Rouge
+    # Only ROUGE-L is read. ROUGE-1/2 (also computed by THUDM's default ``Rouge()``) raise
+    # exactly when ROUGE-L does (empty hypothesis or reference), so skipping them changes nothing.
+    return Rouge(metrics=["rouge-l"])
 
 
 def rouge_score(prediction: str, ground_truth: str, **kwargs) -> float:

@@ -36,9 +36,8 @@ def _key_path(cache_path: Path) -> Path:
 
 
 def _load_cached(cache_path: Path, key: str) -> np.ndarray | None:
-    kp = _key_path(cache_path)
     try:
-        meta = json.loads(kp.read_text())
+        meta = json.loads(_key_path(cache_path).read_text())
         if meta.get("key") != key:
             return None
         arr = np.load(cache_path, mmap_mode="r", allow_pickle=False)

@@ -52,10 +52,9 @@ class Tokenizer:
     """Thin wrapper over a ``sentencepiece.SentencePieceProcessor`` loaded from ``path``."""
 
     def __init__(self, model_proto: bytes, path: Path):
-        spm = _spm()
         self.path = Path(path)
         self._proto = model_proto
-        self.sp = spm.SentencePieceProcessor()
+        self.sp = _spm().SentencePieceProcessor()
         try:
             self.sp.LoadFromSerializedProto(model_proto)
         except Exception as e:  # sentencepiece raises RuntimeError/OSError on garbage
