@@ -60,9 +60,8 @@ class _SlicedDivergence(torch.autograd.Function):
     def forward(ctx, x, y, rx: slice, ry: slice, xs: int, ys: int, n: int, div):
         ctx.save_for_backward(x, y)
         ctx.args = (rx, ry, xs, ys, n, div)
-        ctx.kept = None
+        ctx.kept = ctx.grads = None
         pair = _SlicedDivergence._pair
-        ctx.grads = None
         if n <= CHUNK and hasattr(div, "with_grads"):  # closed-form gradients, computed with the value
             value, *grads = div.with_grads(*pair(ctx, x, y, 0, n, grad=False))
             ctx.grads = grads
