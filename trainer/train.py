@@ -123,10 +123,7 @@ def build(cfg: RunConfig, rt: Runtime, out: Path, st: Start) -> Trainer:
     """The task's model, objective and sampler (a synthetic task: trainer/synthetic/objective.py; it
     has no corpus or tokenizer), then the optimizer (and DeepSpeed engine)."""
     Reporters.check(cfg.train.report_to)
-    if cfg.data.task == "lm":
-        model, obj, sampler = build_lm(cfg, rt, out, st)
-    else:
-        model, obj, sampler = synthetic.build(cfg, rt.rank)
+    model, obj, sampler = build_lm(cfg, rt, out, st) if cfg.data.task == "lm" else synthetic.build(cfg, rt.rank)
     model.to(rt.device)
     optimizer, scheduler = make_optimizer(model, cfg)
     engine, zero_stage = None, 0
