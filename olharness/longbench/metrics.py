@@ -154,15 +154,10 @@ DATASET2METRIC: dict[str, Callable[..., float]] = {
 FIRST_LINE_DATASETS = frozenset({"trec", "triviaqa", "samsum"})
 
 
-def first_line(prediction: str) -> str:
-    """``prediction.lstrip('\\n').split('\\n')[0]``."""
-    return prediction.lstrip("\n").split("\n")[0]
-
-
 def score_row(metric: Callable[..., float], prediction: str, answers: Iterable[str],
               all_classes: Sequence[str] | None = None, first_line_only: bool = False) -> float:
     """One row's score: optional first-line cut, then the max of ``metric`` over the gold answers
     (starting from 0.0, as THUDM does)."""
     if first_line_only:
-        prediction = first_line(prediction)
+        prediction = prediction.lstrip("\n").split("\n")[0]
     return float(max([0.0, *(metric(prediction, gold, all_classes=all_classes) for gold in answers)]))

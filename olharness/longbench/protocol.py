@@ -37,15 +37,10 @@ STOP_STRINGS: dict[str, list[str]] = {d: [] for d in DATASETS} | {"samsum": ["\n
 
 
 @cache
-def prompt_templates() -> dict[str, str]:
-    """THUDM ``dataset2prompt.json`` (all LongBench datasets, base names)."""
-    return json.loads((DATA_DIR / "dataset2prompt.json").read_text(encoding="utf-8"))
-
-
-@cache
-def max_new_tokens() -> dict[str, int]:
-    """THUDM ``dataset2maxlen.json``: max new tokens per dataset (base names)."""
-    return json.loads((DATA_DIR / "dataset2maxlen.json").read_text(encoding="utf-8"))
+def thudm_json(name: str) -> dict:
+    """A THUDM data file, keyed by base name: ``dataset2prompt.json`` (prompt templates) or ``dataset2maxlen.json``
+    (max new tokens)."""
+    return json.loads((DATA_DIR / name).read_text(encoding="utf-8"))
 
 
 def base_name(name: str) -> str:
@@ -59,14 +54,14 @@ def base_name(name: str) -> str:
 def render_prompt(dataset: str, row: dict) -> str:
     """The prompt THUDM's ``pred.py`` builds: ``template.format(**row)`` (str.format, so braces in
     the context are kept as they are)."""
-    return prompt_templates()[base_name(dataset)].format(**row)
+    return thudm_json("dataset2prompt.json")[base_name(dataset)].format(**row)
 
 
 def generation_kwargs(dataset: str) -> dict:
     """Greedy decoding with THUDM's per-dataset budget and stop strings, as lm-eval gen kwargs."""
     base = base_name(dataset)
-    return {"until": list(STOP_STRINGS[base]), "max_gen_toks": int(max_new_tokens()[base]), "do_sample": False,
-            "temperature": 0.0}
+    return {"until": list(STOP_STRINGS[base]), "max_gen_toks": int(thudm_json("dataset2maxlen.json")[base]),
+            "do_sample": False, "temperature": 0.0}
 
 
 def length_bucket(length: int) -> str:
