@@ -158,8 +158,7 @@ class RunConfig:
             if not isinstance(d.get(name, {}), dict):
                 raise OLHError(f"config section '{name}' must be an object, got {d[name]!r}")
             sec = dict(d.get(name, {}))
-            known = {f.name for f in fields(klass)}
-            unknown = set(sec) - known
+            unknown = set(sec) - {f.name for f in fields(klass)}
             if unknown:
                 raise OLHError(f"config section '{name}' has unknown field(s): {', '.join(sorted(unknown))}")
             parts[name] = klass(**sec)

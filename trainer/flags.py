@@ -24,10 +24,7 @@ def build_parser(prog: str = "python -m trainer.train", description: str = "",
         g = p.add_argument_group(f"{sec} config")
         for f in fields(cls):
             t = _field_type(f)
-            h = f.metadata["help"]
-            if f.name in choices:
-                h += f" [{choices[f.name]}]"
-            h += f" (default {f.default!r})"
+            h = f.metadata["help"] + (f" [{choices[f.name]}]" if f.name in choices else "") + f" (default {f.default!r})"
             if t is bool:
                 g.add_argument(f"--{f.name}", nargs="?", const="true", default=None, metavar="BOOL", help=h)
             else:
@@ -37,13 +34,10 @@ def build_parser(prog: str = "python -m trainer.train", description: str = "",
 
 def config_from_namespace(ns: argparse.Namespace) -> RunConfig:
     cfg = RunConfig.load(ns.config) if ns.config else preset(ns.preset)
-    explicit = set()
-    for key in FIELD_INDEX:
-        v = getattr(ns, key, None)
-        if v is not None:
-            cfg.set(key, v)
-            explicit.add(key)
-    cfg.explicit = explicit  # fields given on the command line (not saved; --init_from checks them)
+    given = [key for key in FIELD_INDEX if getattr(ns, key, None) is not None]
+    for key in given:
+        cfg.set(key, getattr(ns, key))
+    cfg.explicit = set(given)  # fields given on the command line (not saved; --init_from checks them)
     return cfg
 
 
