@@ -49,10 +49,12 @@ def _metric_list(buckets) -> list[dict]:
 
 
 class _LongStyleTask(ConfigurableTask):
-    """Shared machinery: rows loaded in ``download``, prompt by template, bucketed scores. Subclasses
-    define ``_resolve_name``, ``_generation_kwargs``, ``_load_rows``, ``_render``, ``_bucket``, ``_score``."""
+    """Shared machinery: rows loaded in ``download``, prompts and generation settings from the ``PROTOCOL`` module
+    (``protocol`` or ``mini_lc``), bucketed scores. Subclasses define ``_resolve_name``, ``_load_rows``, ``_bucket``,
+    ``_score``."""
 
     BUCKETS: tuple[str, ...] = ()
+    PROTOCOL = protocol
 
     def __init__(self, data_dir=None, cache_dir=None, download_mode=None, config: dict | None = None):
         cfg = dict(config or {})
@@ -76,7 +78,10 @@ class _LongStyleTask(ConfigurableTask):
             self.config.metadata["data_source"] = self.data_source
 
     def doc_to_text(self, doc, doc_to_text=None):
-        return self._render(doc)
+        return self.PROTOCOL.render_prompt(self.dataset_key, doc)
+
+    def _generation_kwargs(self) -> dict | None:
+        return self.PROTOCOL.generation_kwargs(self.dataset_key)
 
     def _process_results(self, doc: dict, results: list) -> dict:
         score, bucket = self._score(doc, results[0]), self._bucket(doc)
@@ -91,15 +96,9 @@ class LongBenchETask(_LongStyleTask):
     def _resolve_name(self, name: str) -> str:
         return protocol.base_name(name)
 
-    def _generation_kwargs(self) -> dict:
-        return protocol.generation_kwargs(self.dataset_key)
-
     def _load_rows(self, metadata: dict) -> list[dict]:
         rows, self.data_source = load_longbench_rows(self.dataset_key, metadata)
         return rows
-
-    def _render(self, doc: dict) -> str:
-        return protocol.render_prompt(self.dataset_key, doc)
 
     def _bucket(self, doc: dict) -> str:
         return protocol.length_bucket(doc["length"])
@@ -111,22 +110,16 @@ class LongBenchETask(_LongStyleTask):
 class MiniLCTask(_LongStyleTask):
     """One dataset of the olh mini long-context suite; metadata as ``mini_lc.load_mini_rows`` reads it."""
 
-    BUCKETS = mini_lc.BUCKETS
+    BUCKETS, PROTOCOL = mini_lc.BUCKETS, mini_lc
 
     def _resolve_name(self, name: str) -> str:
         if name not in mini_lc.MINI_DATASETS:
             raise ValueError(f"unknown mini_lc dataset {name!r}; known: {', '.join(mini_lc.MINI_DATASETS)}")
         return name
 
-    def _generation_kwargs(self) -> dict:
-        return mini_lc.generation_kwargs(self.dataset_key)
-
     def _load_rows(self, metadata: dict) -> list[dict]:
         rows, self.data_source, self.l_train = mini_lc.load_mini_rows(self.dataset_key, metadata)
         return rows
-
-    def _render(self, doc: dict) -> str:
-        return mini_lc.render_prompt(self.dataset_key, doc)
 
     def _bucket(self, doc: dict) -> str:
         return mini_lc.length_bucket(doc["length"], self.l_train)
