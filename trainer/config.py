@@ -13,119 +13,170 @@ from pathlib import Path
 from trainer.errors import OLHError
 
 # What a field *is* lives on the field (its metadata), so no other file keeps a list of field names.
-# help: its --help text. factor=False: not a report grouping factor. A report compares each treatment (the `align`
-# section, fields with a `baseline`) with the group at the baselines. role: setting (default; hashed into cell ids,
-# fixed on --resume) | resume (hashed, may change on --resume) | run (paths, logging, threads, device: not hashed,
-# may change) | derived (the run may replace the request, e.g. vocab_size: hashed, not compared on --resume).
+# role: setting (default; hashed into cell ids, fixed on --resume) | resume (hashed, may change on --resume) | run
+# (paths, logging, threads, device: not hashed, may change) | derived (the run may replace the request, e.g. vocab_size:
+# hashed, not compared on --resume). factor=False: not a report grouping factor. A report compares each treatment (the
+# `align` section, fields with a `baseline`) with the group at the baselines.
 
 
-def _f(default, help: str, **meta):
-    """A config field: its default, its --help text and its metadata (above)."""
-    return field(default=default, metadata={"help": help, **meta})
+def _f(default, **meta):
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class ModelConfig:
-    arch: str = _f("decoder", "Model family: decoder (GPT-style), encdec (T5-style), rnn (LSTM/GRU), hf (a pretrained "
-                              "Hugging Face causal LM named by --init_from).")
-    pe: str = _f("rope", "Positional encoding for decoder/encdec: nope, learned, sinusoidal, rope, alibi "
-                         "(ignored by rnn).")
-    cell: str = _f("lstm", "Recurrent cell for arch=rnn: lstm or gru.")
-    vocab_size: int = _f(2000, "Tokenizer vocabulary size (the sentencepiece model is trained to this size).",
-                         role="derived")
-    d_model: int = _f(128, "Width of the residual stream / RNN hidden state.")
-    n_layer: int = _f(4, "Transformer blocks (decoder side for encdec) or stacked RNN layers.")
-    n_enc_layer: int = _f(0, "Encoder blocks for encdec; 0 means the same as n_layer.")
-    n_head: int = _f(4, "Attention heads (d_model must be divisible by it).")
-    mlp_ratio: int = _f(4, "MLP hidden width = mlp_ratio * d_model.")
-    dropout: float = _f(0.0, "Dropout on attention output, MLP output and embeddings.")
-    max_positions: int = _f(1024, "Positions the `learned` PE table holds; other encodings are unbounded.")
-    rope_base: float = _f(10000.0, "RoPE base frequency.")
-    rope_scaling: str = _f("none", "RoPE context-extension method: none, pi, ntk, abf (see "
-                                   "trainer/models/positional.py); arch=hf also yarn (trainer/models/hf.py).")
-    rope_scale: float = _f(1.0, "Scale factor of the RoPE extension method (e.g. 4 to go from L to 4L).")
-    trust_remote_code: bool = _f(False, "arch=hf: allow running model/tokenizer code shipped with --init_from "
-                                        "(our own exports need it).")
-    gradient_checkpointing: bool = _f(False, "arch=hf: recompute activations in the backward pass (less memory, "
-                                             "about one more forward).", role="resume")
-    head: str = _f("lm", "Output head: lm (next-token logits) or scalar (one regression output, the synthetic tasks).")
-    pool: str = _f("auto", "Scalar head reads the last position, the mean over positions or the first (BOS); auto = "
-                           "last for causal models, mean for encdec.")
-    bos: bool = _f(True, "Scalar head: put a BOS token before the input, an anchor even a model without positions can "
-                         "count from.")
+    arch: str = "decoder"
+    """Model family: decoder (GPT-style), encdec (T5-style), rnn (LSTM/GRU), hf (a pretrained Hugging Face causal LM named by --init_from)."""
+    pe: str = "rope"
+    """Positional encoding for decoder/encdec: nope, learned, sinusoidal, rope, alibi (ignored by rnn)."""
+    cell: str = "lstm"
+    """Recurrent cell for arch=rnn: lstm or gru."""
+    vocab_size: int = _f(2000, role="derived")
+    """Tokenizer vocabulary size (the sentencepiece model is trained to this size)."""
+    d_model: int = 128
+    """Width of the residual stream / RNN hidden state."""
+    n_layer: int = 4
+    """Transformer blocks (decoder side for encdec) or stacked RNN layers."""
+    n_enc_layer: int = 0
+    """Encoder blocks for encdec; 0 means the same as n_layer."""
+    n_head: int = 4
+    """Attention heads (d_model must be divisible by it)."""
+    mlp_ratio: int = 4
+    """MLP hidden width = mlp_ratio * d_model."""
+    dropout: float = 0.0
+    """Dropout on attention output, MLP output and embeddings."""
+    max_positions: int = 1024
+    """Positions the `learned` PE table holds; other encodings are unbounded."""
+    rope_base: float = 10000.0
+    """RoPE base frequency."""
+    rope_scaling: str = "none"
+    """RoPE context-extension method: none, pi, ntk, abf (see trainer/models/positional.py); arch=hf also yarn (trainer/models/hf.py)."""
+    rope_scale: float = 1.0
+    """Scale factor of the RoPE extension method (e.g. 4 to go from L to 4L)."""
+    trust_remote_code: bool = False
+    """arch=hf: allow running model/tokenizer code shipped with --init_from (our own exports need it)."""
+    gradient_checkpointing: bool = _f(False, role="resume")
+    """arch=hf: recompute activations in the backward pass (less memory, about one more forward)."""
+    head: str = "lm"
+    """Output head: lm (next-token logits) or scalar (one regression output, the synthetic tasks)."""
+    pool: str = "auto"
+    """Scalar head reads the last position, the mean over positions or the first (BOS); auto = last
+    for causal models, mean for encdec."""
+    bos: bool = True
+    """Scalar head: put a BOS token before the input, an anchor even a model without positions can count from."""
 
 
 @dataclass
 class DataConfig:
-    data: str = _f("austen", "Corpus: 'austen', a local .txt/.jsonl/.parquet file or folder, or a hub dataset name.")
-    seq_len: int = _f(128, "Training window L in tokens (l_train for LSM and the length-scaled tasks).")
-    tgt_len: int = _f(16, "encdec only: the continuation y the decoder predicts (the last tgt_len tokens of a window).")
-    tokenizer_type: str = _f("bpe", "sentencepiece model type: bpe or unigram.")
-    tokenizer: str = _f("", "Path of an existing tokenizer.model to reuse instead of training one.")
-    task: str = _f("lm", "What is learned: lm (next token on --data), or a synthetic bit task, mean or length "
-                         "(trainer/synthetic/tasks.py), trained on lengths U{min_len..seq_len}.")
-    min_len: int = _f(1, "Synthetic tasks: shortest training length.")
-    test_len: int = _f(50, "Synthetic tasks: every length 1..test_len is scored.")
-    eval_samples: int = _f(256, "Synthetic tasks: test sequences per length (the same for every run and seed).")
-    eval_seed: int = _f(1234, "Synthetic tasks: seed of the test sets.")
-    reparam: str = _f("identity", "Synthetic tasks: the model learns f(target) and is scored on f⁻¹(output) "
-                                  "(trainer/synthetic/reparam.py).", baseline="identity")
-    target_norm: str = _f("standardize", "Synthetic tasks: standardize f(target) over the training distribution, or "
-                                         "none (raw f(target)).")
+    data: str = "austen"
+    """Corpus: 'austen', a local .txt/.jsonl/.parquet file or folder, or a hub dataset name."""
+    seq_len: int = 128
+    """Training window L in tokens (l_train for LSM and the length-scaled tasks)."""
+    tgt_len: int = 16
+    """encdec only: the continuation y the decoder predicts (the last tgt_len tokens of a window)."""
+    tokenizer_type: str = "bpe"
+    """sentencepiece model type: bpe or unigram."""
+    tokenizer: str = ""
+    """Path of an existing tokenizer.model to reuse instead of training one."""
+    task: str = "lm"
+    """What is learned: lm (next token on --data), or a synthetic bit task, mean or length
+    (trainer/synthetic/tasks.py), trained on lengths U{min_len..seq_len}."""
+    min_len: int = 1
+    """Synthetic tasks: shortest training length."""
+    test_len: int = 50
+    """Synthetic tasks: every length 1..test_len is scored."""
+    eval_samples: int = 256
+    """Synthetic tasks: test sequences per length (the same for every run and seed)."""
+    eval_seed: int = 1234
+    """Synthetic tasks: seed of the test sets."""
+    reparam: str = _f("identity", baseline="identity")
+    """Synthetic tasks: the model learns f(target) and is scored on f⁻¹(output) (trainer/synthetic/reparam.py)."""
+    target_norm: str = "standardize"
+    """Synthetic tasks: standardize f(target) over the training distribution, or none (raw f(target))."""
 
 
 @dataclass
 class AlignConfig:
-    alpha: float = _f(0.1, "Weight of the misalignment loss; 0 trains the plain LM with one forward pass per step.",
-                      baseline=0.0)
-    divergence: str = _f("sce", "Divergence D between the long and short views (trainer/alignment/divergences.py).")
-    kl_direction: str = _f("long_short", "For divergence=kl: long_short = KL(p_long || p_short), "
-                                         "short_long = the reverse.")
-    scope: str = _f("all", "Overlap positions D is applied to: all, last, first, first_frac:F.")
-    target: str = _f("logits", "What is aligned: logits, hidden, hidden+logits.")
-    hidden_layers: str = _f("-1", "Comma-separated layer indices for target=hidden (negative counts from the top).")
-    hidden_weight: float = _f(1.0, "Weight of the hidden-state term in target=hidden+logits.")
-    alpha_schedule: str = _f("constant", "Step schedule of alpha: constant, linear, cosine, warmup, step.")
-    alpha_start: float = _f(0.0, "Starting alpha of the linear/cosine schedules (they reach `alpha` at max_steps).")
-    alpha_warmup: int = _f(100, "Steps of the linear ramp 0 -> alpha in the warmup schedule.")
-    alpha_milestones: str = _f("", "Piecewise schedule 'STEP:ALPHA,STEP:ALPHA' (alpha before the first milestone).")
-    alpha_len_p: float = _f(0.0, "Exponent p of the length-ratio factor (l_test / seq_len)^p; 0 disables it.")
-    l_test: int = _f(0, "Target evaluation length for the length-ratio factor; 0 means 4 * seq_len.")
-    extra_frac: float = _f(0.5, "l_extra ~ U[1, extra_frac * seq_len].")
-    pairing: str = _f("offset", "How the long/short views are cut from a window: offset, nested, prefix_suffix "
-                                "(trainer/alignment/pairings.py).")
-    detach_long: bool = _f(False, "Stop gradients through the long (more context) branch of the misalignment term.")
-    pair_windows: bool = _f(False, "Always train on both windows (compute-matched baseline when alpha = 0).",
-                            baseline=False)
+    alpha: float = _f(0.1, baseline=0.0)
+    """Weight of the misalignment loss; 0 trains the plain LM with one forward pass per step."""
+    divergence: str = "sce"
+    """Divergence D between the long and short views (trainer/alignment/divergences.py)."""
+    kl_direction: str = "long_short"
+    """For divergence=kl: long_short = KL(p_long || p_short), short_long = the reverse."""
+    scope: str = "all"
+    """Overlap positions D is applied to: all, last, first, first_frac:F."""
+    target: str = "logits"
+    """What is aligned: logits, hidden, hidden+logits."""
+    hidden_layers: str = "-1"
+    """Comma-separated layer indices for target=hidden (negative counts from the top)."""
+    hidden_weight: float = 1.0
+    """Weight of the hidden-state term in target=hidden+logits."""
+    alpha_schedule: str = "constant"
+    """Step schedule of alpha: constant, linear, cosine, warmup, step."""
+    alpha_start: float = 0.0
+    """Starting alpha of the linear/cosine schedules (they reach `alpha` at max_steps)."""
+    alpha_warmup: int = 100
+    """Steps of the linear ramp 0 -> alpha in the warmup schedule."""
+    alpha_milestones: str = ""
+    """Piecewise schedule 'STEP:ALPHA,STEP:ALPHA' (alpha before the first milestone)."""
+    alpha_len_p: float = 0.0
+    """Exponent p of the length-ratio factor (l_test / seq_len)^p; 0 disables it."""
+    l_test: int = 0
+    """Target evaluation length for the length-ratio factor; 0 means 4 * seq_len."""
+    extra_frac: float = 0.5
+    """l_extra ~ U[1, extra_frac * seq_len]."""
+    pairing: str = "offset"
+    """How the long/short views are cut from a window: offset, nested, prefix_suffix (trainer/alignment/pairings.py)."""
+    detach_long: bool = False
+    """Stop gradients through the long (more context) branch of the misalignment term."""
+    pair_windows: bool = _f(False, baseline=False)
+    """Always train on both windows (compute-matched baseline when alpha = 0)."""
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = _f(600, "Optimizer steps.", role="resume")
-    batch_size: int = _f(16, "Sequences per micro-batch per process (an optimizer step sees batch_size * grad_accum).")
-    grad_accum: int = _f(1, "Micro-batches whose gradients are summed before each optimizer step.")
-    lr: float = _f(1e-3, "Peak learning rate (AdamW).")
-    min_lr_ratio: float = _f(0.1, "Cosine decay floor as a fraction of lr.")
-    warmup_steps: int = _f(50, "Linear learning-rate warm-up steps.")
-    weight_decay: float = _f(0.1, "AdamW weight decay on matrices (not on norms, biases, embeddings).")
-    grad_clip: float = _f(1.0, "Gradient-norm clip; 0 disables.")
-    seed: int = _f(0, "Seeds model init, data sampler and l_extra draws.")
-    log_every: int = _f(10, "Steps between progress-bar/console updates (metrics.jsonl gets every step).", role="run")
-    save_every: int = _f(0, "Steps between checkpoints; 0 saves only at the end.", role="run")
-    out: str = _f("runs/default", "Run directory: checkpoint/, metrics.jsonl, config.json.", role="run")
-    deepspeed: str = _f("", "DeepSpeed JSON config (ds_configs/zero*.json); empty trains with plain torch.",
-                        role="resume")
-    resume: bool = _f(False, "Continue from the checkpoint in --out (bit-identical on CPU).", role="run")
-    init_from: str = _f("", "Start from another run's weights (new optimizer); tokenizer and architecture "
-                            "come from it.", factor=False)
-    device: str = _f("auto", "cpu, cuda, or auto.", role="run")
-    dtype: str = _f("auto", "float32, bfloat16, or auto (bf16 on GPUs that support it, float32 on CPU).")
-    threads: int = _f(0, "torch intra-op threads on CPU; 0 leaves torch's default.", role="run")
-    compile: bool = _f(False, "torch.compile the model (first steps are slower while it compiles).", role="run")
-    peak_tflops: float = _f(0.0, "Peak dense TFLOP/s of one device for MFU; 0 looks the GPU up in "
-                                 "trainer/flops.py (none on CPU).", role="run")
-    report_to: str = _f("none", "Extra metric sinks beside metrics.jsonl, comma-separated: none, csv, "
-                                "tensorboard, wandb.", role="run")
+    max_steps: int = _f(600, role="resume")
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Sequences per micro-batch per process (an optimizer step sees batch_size * grad_accum)."""
+    grad_accum: int = 1
+    """Micro-batches whose gradients are summed before each optimizer step."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay floor as a fraction of lr."""
+    warmup_steps: int = 50
+    """Linear learning-rate warm-up steps."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices (not on norms, biases, embeddings)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip; 0 disables."""
+    seed: int = 0
+    """Seeds model init, data sampler and l_extra draws."""
+    log_every: int = _f(10, role="run")
+    """Steps between progress-bar/console updates (metrics.jsonl gets every step)."""
+    save_every: int = _f(0, role="run")
+    """Steps between checkpoints; 0 saves only at the end."""
+    out: str = _f("runs/default", role="run")
+    """Run directory: checkpoint/, metrics.jsonl, config.json."""
+    deepspeed: str = _f("", role="resume")
+    """DeepSpeed JSON config (ds_configs/zero*.json); empty trains with plain torch."""
+    resume: bool = _f(False, role="run")
+    """Continue from the checkpoint in --out (bit-identical on CPU)."""
+    init_from: str = _f("", factor=False)
+    """Start from another run's weights (new optimizer); tokenizer and architecture come from it."""
+    device: str = _f("auto", role="run")
+    """cpu, cuda, or auto."""
+    dtype: str = "auto"
+    """float32, bfloat16, or auto (bf16 on GPUs that support it, float32 on CPU)."""
+    threads: int = _f(0, role="run")
+    """torch intra-op threads on CPU; 0 leaves torch's default."""
+    compile: bool = _f(False, role="run")
+    """torch.compile the model (first steps are slower while it compiles)."""
+    peak_tflops: float = _f(0.0, role="run")
+    """Peak dense TFLOP/s of one device for MFU; 0 looks the GPU up in trainer/flops.py (none on CPU)."""
+    report_to: str = _f("none", role="run")
+    """Extra metric sinks beside metrics.jsonl, comma-separated: none, csv, tensorboard, wandb."""
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "align": AlignConfig, "train": TrainConfig}
@@ -158,7 +209,8 @@ class RunConfig:
             if not isinstance(d.get(name, {}), dict):
                 raise OLHError(f"config section '{name}' must be an object, got {d[name]!r}")
             sec = dict(d.get(name, {}))
-            unknown = set(sec) - {f.name for f in fields(klass)}
+            known = {f.name for f in fields(klass)}
+            unknown = set(sec) - known
             if unknown:
                 raise OLHError(f"config section '{name}' has unknown field(s): {', '.join(sorted(unknown))}")
             parts[name] = klass(**sec)

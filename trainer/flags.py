@@ -1,5 +1,5 @@
 """The command line of a run: `--preset NAME` or `--config FILE`, then one `--field value` per config field
-(trainer/config.py), its help taken from the field's metadata.
+(trainer/config.py), its help taken from the field's docstring.
 
     cfg = config_from_args(["--preset", "tiny", "--arch", "rnn", "--alpha", "0"])"""
 from __future__ import annotations
@@ -8,6 +8,18 @@ import argparse
 from dataclasses import fields
 
 from trainer.config import FIELD_INDEX, PRESETS, SECTIONS, RunConfig, _field_type, preset
+
+
+def _field_help(cls) -> dict[str, str]:
+    """Field docstrings: the string literal right after each field in the class source."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(cls))
+    out, body = {}, tree.body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            out[a.target.id] = " ".join(b.value.value.split())
+    return out
 
 
 def build_parser(prog: str = "python -m trainer.train", description: str = "",
@@ -22,9 +34,13 @@ def build_parser(prog: str = "python -m trainer.train", description: str = "",
     choices = choices or {}
     for sec, cls in SECTIONS.items():
         g = p.add_argument_group(f"{sec} config")
+        helps = _field_help(cls)
         for f in fields(cls):
             t = _field_type(f)
-            h = f.metadata["help"] + (f" [{choices[f.name]}]" if f.name in choices else "") + f" (default {f.default!r})"
+            h = helps.get(f.name, "")
+            if f.name in choices:
+                h += f" [{choices[f.name]}]"
+            h += f" (default {f.default!r})"
             if t is bool:
                 g.add_argument(f"--{f.name}", nargs="?", const="true", default=None, metavar="BOOL", help=h)
             else:
@@ -34,10 +50,13 @@ def build_parser(prog: str = "python -m trainer.train", description: str = "",
 
 def config_from_namespace(ns: argparse.Namespace) -> RunConfig:
     cfg = RunConfig.load(ns.config) if ns.config else preset(ns.preset)
-    given = [key for key in FIELD_INDEX if getattr(ns, key, None) is not None]
-    for key in given:
-        cfg.set(key, getattr(ns, key))
-    cfg.explicit = set(given)  # fields given on the command line (not saved; --init_from checks them)
+    explicit = set()
+    for key in FIELD_INDEX:
+        v = getattr(ns, key, None)
+        if v is not None:
+            cfg.set(key, v)
+            explicit.add(key)
+    cfg.explicit = explicit  # fields given on the command line (not saved; --init_from checks them)
     return cfg
 
 
