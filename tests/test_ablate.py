@@ -332,3 +332,15 @@ def test_interrupted_training_is_resumed_not_evaluated(tmp_path, monkeypatch):
     finish = True
     rows = grid.run(progress=False)
     assert [w for w, _ in calls] == ["training", "training"] and len(rows) == 1 and rows[0].train["steps"] == 4
+
+
+def test_readme_family_and_correlation_tables_are_the_committed_results():
+    """Every table scripts/family_tables.py prints from docs/families and docs/zoo is in the README."""
+    from scripts.family_tables import main
+
+    readme = (REPO / "README.md").read_text()
+    out = main(REPO / "docs/families/results.jsonl", REPO / "docs/zoo/results.jsonl")
+    tables = [b.strip() for b in out.split("\n\n") if b.strip().startswith("|")]
+    assert len(tables) == 8  # five families; the zoo, its trained decoders, zoo + families
+    for t in tables:
+        assert t in readme, t.splitlines()[2]
