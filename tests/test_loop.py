@@ -151,7 +151,8 @@ def test_readme_speed_table_is_the_committed_benchmark():
     readme = (root / "README.md").read_text()
     for name, families in (("bench_train_after_2e0bf3b.json", 3), ("bench_train_before_e9c6ec7.json", 3),
                            ("bench_train_quiet_1cff90a.json", 3), ("bench_train_aa783b8.json", 3),
-                           ("bench_train_compile_aa783b8.json", 1)):
+                           ("bench_train_compile_aa783b8.json", 1), ("bench_train_quiet_04d2617.json", 3),
+                           ("bench_train_quiet2_04d2617.json", 3)):
         res = __import__("json").loads((root / "docs/bench" / name).read_text())
         assert res["machine"]["commit"] and len(res["results"]) == families
         assert table(res) in readme, name
