@@ -79,7 +79,8 @@ def correlation_table(*results: Path, scores: str = "", keep=lambda r: True) -> 
 
 
 def trained_decoder(r) -> bool:
-    return r.overrides.get("arch", "decoder") == "decoder" and r.value("final_lm_loss") < TRAINED
+    loss = r.value("final_lm_loss")
+    return r.overrides.get("arch", "decoder") == "decoder" and loss is not None and loss < TRAINED
 
 
 def main(families: Path = Path("docs/families/results.jsonl"), zoo: Path = Path("docs/zoo/results.jsonl")) -> str:
