@@ -67,9 +67,11 @@ class Grid:
         for ov, seed in ((c, s) for c in combos(self.spec) for s in self.spec.seeds):
             pre_id, pre_out = pre.get(seed, (None, None))  # every cell of a seed starts from its pretrained model
             cell = {"overrides": {**ov, "init_from": pre_out} if pre else ov, "seed": seed}
-            cfg = resolve(self.spec, cell["overrides"], seed)
             # the id hashes a pretraining run by its id, not its path: --root must not change cell ids
-            cid = cell_id(resolve(self.spec, {**ov, "init_from": pre_id}, seed) if pre else cfg)
+            cfg = resolve(self.spec, {**ov, "init_from": pre_id} if pre else ov, seed)
+            cid = cell_id(cfg)
+            if pre:
+                cfg.train.init_from = pre_out
             if cid in seen:  # two spellings of one config (an axis value repeated in 'cells', 0 and 0.0): run once
                 continue
             seen.add(cid)
