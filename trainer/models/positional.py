@@ -75,17 +75,19 @@ class Rotary(PositionalEncoding):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def _cos_sin(self, pos, dtype):
+        """(T, hd) tables: cos twice, and sin with the first half negated."""
         ang = (pos.float() / self.pos_scale)[:, None] * self.inv_freq[None, :]  # (T, hd/2)
-        return ang.cos().to(dtype), ang.sin().to(dtype)
+        cos, sin = ang.cos(), ang.sin()
+        return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
 
     @staticmethod
-    def _rot(x, cos, sin):  # x: (B, H, T, hd); rotate pairs (x1, x2) of the two halves
+    def _rot(x, cos, sin):  # x: (B, H, T, hd); pairs (x1, x2) of the two halves -> (x1 cos - x2 sin, x2 cos + x1 sin)
         x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return x * cos + torch.cat([x2, x1], dim=-1) * sin  # bit-identical to rotating each half: a - b == a + (-b)
 
     def rotate(self, q, k, q_pos, k_pos):
         cq, sq = self._cos_sin(q_pos, q.dtype)
-        ck, sk = self._cos_sin(k_pos, k.dtype)
+        ck, sk = (cq, sq) if k_pos is q_pos else self._cos_sin(k_pos, k.dtype)
         return self._rot(q, cq, sq), self._rot(k, ck, sk)
 
 
