@@ -381,3 +381,23 @@ def test_help_lists_the_pairings_and_reporters():
     for word in ("--pairing", "offset", "nested", "prefix_suffix", "--report_to", "tensorboard", "--grad_accum",
                  "--compile", "--peak_tflops"):
         assert word in out, word
+
+
+def test_closed_form_divergence_gradients_equal_autograd():
+    """`with_grads` (the aligned step's hot path, trainer/alignment/divergences.py) gives the value and both
+    gradients autograd gives for the plain function."""
+    g = torch.Generator().manual_seed(0)
+    lp, lq = (torch.randn(3, 5, 40, generator=g).mul(4).log_softmax(-1) for _ in range(2))
+    checked = 0
+    for name in DIVERGENCES.names():
+        fn = DIVERGENCES.get(name)
+        if not hasattr(fn, "with_grads"):
+            continue
+        a, b = lp.clone().requires_grad_(), lq.clone().requires_grad_()
+        want = fn(a, b)
+        want.sum().backward()
+        value, ga, gb = fn.with_grads(lp.clone(), lq.clone())
+        assert torch.allclose(value, want.detach(), rtol=1e-6, atol=1e-5)
+        assert torch.allclose(ga, a.grad, atol=1e-6) and torch.allclose(gb, b.grad, atol=1e-6)
+        checked += 1
+    assert checked >= 1  # sce

@@ -36,8 +36,9 @@ def _sce_with_grads(lp: torch.Tensor, lq: torch.Tensor):
     """sce and its gradients in lp and lq, in a few passes over the inputs (the aligned training
     step's hot path, trainer/alignment/targets.py; autograd would store and revisit more products)."""
     p, q = lp.exp(), lq.exp()
-    a, b = p * lq, q * lp
-    return -a.sum(-1) - b.sum(-1), a.add_(q).neg_(), b.add_(p).neg_()
+    gp, gq = torch.addcmul(q, p, lq), torch.addcmul(p, q, lp)  # -d/dlp = q + p lq, -d/dlq = p + q lp
+    # -sum p lq - sum q lp from the same two products: a reordering of the sums (within 1e-6 of sce())
+    return p.sum(-1) + q.sum(-1) - gp.sum(-1) - gq.sum(-1), gp.neg_(), gq.neg_()
 
 
 sce.with_grads = _sce_with_grads

@@ -82,8 +82,10 @@ class Rotary(PositionalEncoding):
 
     @staticmethod
     def _rot(x, cos, sin):  # x: (B, H, T, hd); pairs (x1, x2) of the two halves -> (x1 cos - x2 sin, x2 cos + x1 sin)
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([x2, x1], dim=-1) * sin  # bit-identical to rotating each half: a - b == a + (-b)
+        # bit-identical to rotating each half (a - b == a + (-b)); roll swaps the halves in one op, and a contiguous
+        # x lets the (T, hd) tables broadcast over runs of T * hd elements instead of hd
+        x = x.contiguous()
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
     def rotate(self, q, k, q_pos, k_pos):
         cq, sq = self._cos_sin(q_pos, q.dtype)
