@@ -151,6 +151,8 @@ def measure(a) -> tuple[dict, list]:
             r["reference_ms"], r["reference_cpu_ms"] = (statistics.median(m[f"{f}/reference"][i] for m in med) for i in (0, 1))
             r |= {"reference_tokens_per_s": B * L / r["reference_ms"] * 1e3, "plain_over_reference_tokens_per_s": po,
                   "plain_over_reference_cpu": po_cpu, "plain_over_reference_per_round": po_rounds}
+        r["per_round_median_ms"] = [{c: m[k][0] for k in m if k.startswith(f + "/") for c in [k.split("/")[1]]}
+                                    for m in med]
         out[f] = r
     return out, rounds
 
