@@ -401,3 +401,29 @@ def test_closed_form_divergence_gradients_equal_autograd():
         assert torch.allclose(ga, a.grad, atol=1e-6) and torch.allclose(gb, b.grad, atol=1e-6)
         checked += 1
     assert checked >= 1  # sce
+
+
+@pytest.mark.parametrize("arch", ["decoder", "rnn"])
+def test_aligned_step_writes_one_full_size_gradient_of_the_log_probs(arch):
+    """The LM losses and the logits term share one backward node, so the batched log-probabilities get one
+    zero-filled gradient buffer, not one per term plus their sum (trainer/alignment/targets.py); the
+    gradients equal those of the two terms computed apart."""
+    from torch.profiler import profile
+    cfg, model, obj = objective_for(arch, alpha=0.1)
+    seq = torch.randint(0, cfg.model.vocab_size, (4, obj.window), generator=torch.Generator().manual_seed(0))
+    loss, _ = obj(model, seq, 0, torch.Generator().manual_seed(1))
+    full = (8, cfg.data.seq_len, cfg.model.vocab_size)
+    with profile(record_shapes=True) as prof:
+        loss.backward()
+    fills = [e for e in prof.events() if e.name == "aten::fill_" and e.input_shapes and tuple(e.input_shapes[0]) == full]
+    adds = [e for e in prof.events() if e.name == "aten::add_" and e.input_shapes and tuple(e.input_shapes[0]) == full]
+    assert len(fills) == 1 and adds == []
+    fused = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    run = obj.views.run  # the same objective with the LM losses taken by the views themselves
+    obj.views.run = lambda *a, **kw: run(*a, **{**kw, "defer_lm": False})
+    loss2, _ = obj(model, seq, 0, torch.Generator().manual_seed(1))
+    loss2.backward()
+    assert float(loss2) == float(loss)
+    for a, b in zip(fused, (p.grad for p in model.parameters())):
+        assert torch.allclose(a, b, rtol=0, atol=1e-7)

@@ -62,16 +62,17 @@ class Objective:
             return out.lm, {"lm_loss": out.lm}
         e = int(torch.randint(1, self.extra_max + 1, (1,), generator=gen))
         long_s, short_s, li, si = self.cuts[e] if self.align_on else (*self.pairing(self.L, e), None, None)
-        long, short = self.views.run(model, self.views.cut(seq, long_s, short_s), hidden=self.hidden)
-        lm = 0.5 * (long.lm + short.lm)
-        m = {"lm_loss": lm, "l_extra": e}
+        # aligned: the logits term may compute the LM losses in its own node (one gradient buffer, targets.py)
+        defer = self.align_on and not self.a.detach_long
+        long, short = self.views.run(model, self.views.cut(seq, long_s, short_s), hidden=self.hidden, defer_lm=defer)
         if not self.align_on:
-            return lm, m
+            lm = 0.5 * (long.lm + short.lm)
+            return lm, {"lm_loss": lm, "l_extra": e}
         if torch.is_tensor(li):
             li, si = li.to(seq.device, non_blocking=True), si.to(seq.device, non_blocking=True)
         if self.a.detach_long:
             long = long.detached()
         mis = self.target(long, short, li, si, self.div, self.a)
-        alpha = self.alpha(step)
-        m.update(mis=mis, alpha=alpha)
-        return lm + alpha * mis, m
+        self.views.finish_lm([long, short])  # a target that did not take the LM losses over
+        lm, alpha = 0.5 * (long.lm + short.lm), self.alpha(step)
+        return lm + alpha * mis, {"lm_loss": lm, "l_extra": e, "mis": mis, "alpha": alpha}

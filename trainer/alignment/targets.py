@@ -24,9 +24,15 @@ class Out:
     lm: torch.Tensor | None = None  # this view's LM loss (views.py fills it in)
     batch: torch.Tensor | None = None  # views run as one batch: their log-probs, of which logp = batch[rows]
     rows: slice | None = None
+    pick: torch.Tensor | None = None   # LM loss deferred (lm None): flat indices of the targets in batch
 
     def detached(self) -> "Out":
         return Out(self.logp.detach(), [h.detach() for h in self.hiddens] if self.hiddens else self.hiddens, self.lm)
+
+
+def lm_from_picked(picked: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """Each of n views' mean next-token NLL from its picked target log-probabilities (view after view)."""
+    return list(-picked.view(n, -1).mean(1))
 
 
 @functools.lru_cache(maxsize=None)  # parsed once per (spec, depth), not at every step
@@ -48,7 +54,8 @@ CHUNK = 128
 
 class _SlicedDivergence(torch.autograd.Function):
     """sum over positions of div(x[rx, xs + i], y[ry, ys + i]), i < n; y None: both views are rows of one batched tensor
-    x.
+    x. With `pick` (flat indices into x; y None) the output is [that sum, x.flatten()[pick]...]: the LM losses' target
+    log-probabilities come out of the same node, so their gradient lands in the same buffer.
 
     Gradients are written straight into one zero tensor shaped like each input, which becomes autograd's gradient buffer
     of the log-probs (shared with the LM loss): no per-view or per-slice full-size gradient to zero, copy and add. Up to
@@ -57,21 +64,23 @@ class _SlicedDivergence(torch.autograd.Function):
     term adds no [B, L, V] tensor of its own beyond one chunk's intermediates."""
 
     @staticmethod
-    def forward(ctx, x, y, rx: slice, ry: slice, xs: int, ys: int, n: int, div):
-        ctx.save_for_backward(x, y)
+    def forward(ctx, x, y, rx: slice, ry: slice, xs: int, ys: int, n: int, div, pick=None):
+        ctx.save_for_backward(x, y, pick)
         ctx.args = (rx, ry, xs, ys, n, div)
         ctx.kept = ctx.grads = None
         pair = _SlicedDivergence._pair
         if n <= CHUNK and hasattr(div, "with_grads"):  # closed-form gradients, computed with the value
             value, *grads = div.with_grads(*pair(ctx, x, y, 0, n, grad=False))
             ctx.grads = grads
-            return value.sum()
-        if n <= CHUNK:
+            value = value.sum()
+        elif n <= CHUNK:
             with torch.enable_grad():
                 ctx.kept = pair(ctx, x, y, 0, n)
                 ctx.val = div(*ctx.kept).sum()
-            return ctx.val.detach()
-        return sum(div(*pair(ctx, x, y, c, min(c + CHUNK, n) - c, grad=False)).sum() for c in range(0, n, CHUNK))
+            value = ctx.val.detach()
+        else:
+            value = sum(div(*pair(ctx, x, y, c, min(c + CHUNK, n) - c, grad=False)).sum() for c in range(0, n, CHUNK))
+        return value if pick is None else torch.cat([value.reshape(1), x.reshape(-1)[pick]])
 
     @staticmethod
     def _pair(ctx, x, y, c: int, k: int, grad: bool = True):
@@ -83,7 +92,14 @@ class _SlicedDivergence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        x, y = ctx.saved_tensors
+        x, y, pick = ctx.saved_tensors
+        gx = _SlicedDivergence._grads(ctx, x, y, g if pick is None else g[0])
+        if pick is not None and gx[0] is not None:  # the LM losses' share, added where the divergence wrote
+            gx[0].view(-1).index_add_(0, pick, g[1:])
+        return *gx, None, None, None, None, None, None, None
+
+    @staticmethod
+    def _grads(ctx, x, y, g):
         rx, ry, xs, ys, n, div = ctx.args
         gx = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
         gy = torch.zeros_like(y) if y is not None and ctx.needs_input_grad[1] else None
@@ -93,7 +109,7 @@ class _SlicedDivergence(torch.autograd.Function):
                 if buf is not None:
                     torch.mul(grad, g, out=buf[r, s:s + n])
             ctx.grads = None
-            return gx, gy, None, None, None, None, None, None
+            return gx, gy
         for c in range(0, n, CHUNK):
             k = min(c + CHUNK, n) - c
             if ctx.kept is not None:
@@ -108,7 +124,7 @@ class _SlicedDivergence(torch.autograd.Function):
                 if t.requires_grad:
                     buf[r, s + c:s + c + k] = grads.pop(0)
         ctx.kept = ctx.val = None
-        return gx, gy, None, None, None, None, None, None
+        return gx, gy
 
 
 def _logits(long: Out, short: Out, li, si, div, a) -> torch.Tensor:
@@ -116,10 +132,14 @@ def _logits(long: Out, short: Out, li, si, div, a) -> torch.Tensor:
         return div(long.logp[:, li], short.logp[:, si]).mean()
     n = li.stop - li.start
     if long.batch is not None and long.batch is short.batch:
-        args = long.batch, None, long.rows, short.rows
+        out = _SlicedDivergence.apply(long.batch, None, long.rows, short.rows, li.start, si.start, n, div, long.pick)
+        if long.pick is not None:  # the views left their LM losses to this node (views.py: defer_lm)
+            out, picked = out[0], out[1:]
+            long.lm, short.lm = lm_from_picked(picked, 2)
+            long.pick = short.pick = None
     else:
-        args = long.logp, short.logp, slice(None), slice(None)
-    return _SlicedDivergence.apply(*args, li.start, si.start, n, div) / (long.logp.shape[0] * n)
+        out = _SlicedDivergence.apply(long.logp, short.logp, slice(None), slice(None), li.start, si.start, n, div)
+    return out / (long.logp.shape[0] * n)
 
 
 def _hidden(long: Out, short: Out, li, si, div, a) -> torch.Tensor:

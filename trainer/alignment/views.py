@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from trainer.alignment.targets import Out
+from trainer.alignment.targets import Out, lm_from_picked
 from trainer.errors import OLHError
 from trainer.registry import Registry
 
@@ -31,16 +31,20 @@ class View(NamedTuple):
     scored: slice          # the logit positions that predict `target`
 
 
-def _lm_losses(logp: torch.Tensor, views: list[View]) -> list[torch.Tensor]:
-    """Each view's mean next-token NLL; logp holds the views' rows one after the other. One gather of
-    the target log-probabilities (no copy of the scored positions; its backward writes one zero
-    tensor and a sparse scatter, not the NLL's and the slice's full-size gradients)."""
+def _pick_index(logp: torch.Tensor, views: list[View]) -> torch.Tensor:
+    """Flat indices into logp (the views' rows one after the other) of each scored target's log-probability."""
     T, V = logp.shape[1], logp.shape[2]
     pos = torch.arange(T, device=logp.device)[views[0].scored]
     tgt = torch.cat([v.target for v in views])                        # (n * B, T')
     rows = torch.arange(tgt.shape[0], device=logp.device)[:, None]
-    picked = logp.reshape(-1)[((rows * T + pos) * V + tgt).reshape(-1)]  # log p(target), view after view
-    return list(-picked.view(len(views), -1).mean(1))
+    return ((rows * T + pos) * V + tgt).reshape(-1)
+
+
+def _lm_losses(logp: torch.Tensor, views: list[View]) -> list[torch.Tensor]:
+    """Each view's mean next-token NLL. One gather of the target log-probabilities (no copy of the scored
+    positions; its backward writes one zero tensor and a sparse scatter, not the NLL's and the slice's
+    full-size gradients)."""
+    return lm_from_picked(logp.reshape(-1)[_pick_index(logp, views)], len(views))
 
 
 def _outputs(out, hidden: bool) -> Out:
@@ -49,9 +53,10 @@ def _outputs(out, hidden: bool) -> Out:
 
 
 class _Views:
-    def run(self, model, views: list[View], hidden: bool) -> list[Out]:
+    def run(self, model, views: list[View], hidden: bool, defer_lm: bool = False) -> list[Out]:
         """Forward every view (one batched call when their inputs have equal shapes) and attach
-        each view's LM loss to its Out."""
+        each view's LM loss to its Out. defer_lm: batched views leave it to the misalignment term, which
+        then computes both into one gradient buffer (Out.pick, targets.py); `finish_lm` is the fallback."""
         same = len(views) > 1 and all(len({a.shape for a in parts}) == 1 for parts in zip(*(v.args for v in views)))
         if same:
             both = _outputs(model(*(torch.cat(parts) for parts in zip(*(v.args for v in views))),
@@ -60,6 +65,11 @@ class _Views:
             hs = list(zip(*(h.chunk(n) for h in both.hiddens))) if hidden else [None] * n
             outs = [Out(both.logp[i * B:(i + 1) * B], list(h) if h else None, batch=both.logp, rows=slice(i * B, (i + 1) * B))
                     for i, h in enumerate(hs)]
+            if defer_lm:
+                pick = _pick_index(both.logp, views)
+                for o in outs:
+                    o.pick = pick
+                return outs
             lms = _lm_losses(both.logp, views)
         else:
             outs = [_outputs(model(*v.args, return_hidden=hidden), hidden) for v in views]
@@ -67,6 +77,13 @@ class _Views:
         for o, lm in zip(outs, lms):
             o.lm = lm
         return outs
+
+    @staticmethod
+    def finish_lm(outs: list[Out]) -> None:
+        """The LM losses `run(defer_lm=True)` left to a misalignment term that did not take them."""
+        if outs[0].lm is None:
+            for o, lm in zip(outs, lm_from_picked(outs[0].batch.reshape(-1)[outs[0].pick], len(outs))):
+                o.lm = lm
 
     def window(self, pairing, extra_max: int) -> int:
         """Tokens one window must hold so that every l_extra in [1, extra_max] fits."""
