@@ -112,7 +112,7 @@ def one_round(a, tok: str) -> dict:
     return times
 
 
-def measure(a) -> tuple[dict, list]:
+def measure(a) -> dict:
     rounds = []
     with tempfile.TemporaryDirectory() as d:
         tok = shared_tokenizer(a, d)
@@ -151,10 +151,9 @@ def measure(a) -> tuple[dict, list]:
             r["reference_ms"], r["reference_cpu_ms"] = (statistics.median(m[f"{f}/reference"][i] for m in med) for i in (0, 1))
             r |= {"reference_tokens_per_s": B * L / r["reference_ms"] * 1e3, "plain_over_reference_tokens_per_s": po,
                   "plain_over_reference_cpu": po_cpu, "plain_over_reference_per_round": po_rounds}
-        r["per_round_median_ms"] = [{c: m[k][0] for k in m if k.startswith(f + "/") for c in [k.split("/")[1]]}
-                                    for m in med]
+        r["per_round_median_ms"] = [{k.split("/")[1]: v[0] for k, v in m.items() if k.startswith(f + "/")} for m in med]
         out[f] = r
-    return out, rounds
+    return out
 
 
 def machine() -> dict:
@@ -211,7 +210,7 @@ def main(argv=None):
     res = {"machine": machine(), "command": "python -m benchmarks.bench_train " + " ".join(argv or sys.argv[1:]),
            "preset": a.preset, "batch_size": a.batch_size, "threads": a.threads, "compile": a.compile,
            "interleaved": "per step, one process per round", "per_round_ranges": True}
-    res["results"], rounds = measure(a)
+    res["results"] = measure(a)
     res["machine"]["load_avg_at_end"] = os.getloadavg()[0]
     print(f"\npreset={a.preset} batch={a.batch_size} threads={a.threads} compile={a.compile} rounds={a.rounds} "
           f"(medians of step ms; load avg {res['machine']['load_avg_at_start']:.1f} -> "
