@@ -164,27 +164,41 @@ def test_readme_speed_table_is_the_committed_benchmark():
 
 
 def test_a_cpu_run_keeps_freed_memory_for_reuse():
-    """After keep_freed_memory, memory a step frees is reused by the next without page faults: glibc would
-    otherwise give the freed top of its heap back to the kernel and fault it in again, page by page (a
-    step's worth of activations here: twenty 16 MiB tensors)."""
+    """After keep_freed_memory, memory a step frees is reused by the next without page faults (a step's worth
+    of activations here: twenty 16 MiB tensors). Without it glibc may give the freed top of its heap back to
+    the kernel, and the next step faults it in again page by page: 81,889 faults here on this project's
+    machine, but whether it trims depends on what else lives on the heap (one clean CI clone kept the memory
+    by itself), so only the kept case is asserted; the thresholds themselves are checked below."""
     import subprocess
     import sys
     code = """
-import resource, sys, torch
+import resource, torch
 from trainer.runtime import keep_freed_memory
-if sys.argv[1] == "1":
-    keep_freed_memory()
+keep_freed_memory()
 def step():
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     acts = [torch.ones(4 << 20) for _ in range(20)]
     del acts
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 step(); step(); print(step())"""
-    def faults(keep: str) -> list[int]:  # three processes: glibc sometimes keeps the memory by itself (1 in 8)
-        return [int(subprocess.run([sys.executable, "-c", code, keep], capture_output=True, text=True,
-                                   check=True).stdout) for _ in range(3)]
-    without, with_ = faults("0"), faults("1")
-    assert max(without) > 40_000 and max(with_) <= 2 * 4096, (without, with_)  # measured: 81889; 0 or 4096
+    faults = [int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+              for _ in range(3)]
+    assert max(faults) <= 2 * 4096, faults  # measured: 0 or 4096
+
+
+def test_keep_freed_memory_raises_both_glibc_thresholds(monkeypatch):
+    import ctypes
+
+    import trainer.runtime as runtime
+    calls = []
+
+    class Libc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    runtime.keep_freed_memory()
+    assert sorted(calls) == [(-3, 32 << 20), (-1, 1 << 30)]  # M_MMAP_THRESHOLD at glibc's maximum, M_TRIM_THRESHOLD 1 GiB
 
 
 def test_cpu_runs_start_the_allocator_setting_and_a_fused_optimizer(monkeypatch):
