@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under the launcher one rank speaks for all
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    finally:  # under DeepSpeed: shut the process group's backend down before the interpreter tears down
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     # 130 / 143 after SIGINT / SIGTERM: `train && eval` stops
     return 128 + summary["signal"] if summary["signal"] else 0
 
