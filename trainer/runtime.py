@@ -150,11 +150,11 @@ def versions() -> dict:
 
 
 def keep_freed_memory() -> None:
-    """By default glibc gives the freed top of its heap (and large blocks) back to the kernel, so every CPU step
-    faults in again, page by page, the activations and gradients the step before had freed: ~3,400 faults
-    and a sixth of a plain demo-size step's CPU time (batch 4; ~70 faults with this). Raising the trim and
-    mmap thresholds keeps freed memory in the process for reuse (tests/test_loop.py). Process-wide; a
-    no-op where there is no glibc."""
+    """By default glibc may give the freed top of its heap (and large blocks) back to the kernel, so a CPU step
+    faults in again, page by page, the activations and gradients the step before had freed: per demo-size
+    step at batch 4, ~3,700 faults for a plain step and ~9,200 for an aligned one, ~30 and ~90 with this
+    (benchmarks/bench_page_faults.py). Raising the trim and mmap thresholds keeps freed memory in the
+    process for reuse, at the cost of keeping its peak until exit. Process-wide; a no-op without glibc."""
     import ctypes
     try:
         libc = ctypes.CDLL(None)
