@@ -32,6 +32,8 @@ class Objective:
         self.align_on = max(self.alphas) > 0
         self.hidden = needs_hidden(a.target) and self.align_on
         self.two_branch = self.align_on or a.pair_windows
+        # aligned: the logits term may compute the LM losses in its own node (one gradient buffer, targets.py)
+        self.defer_lm = self.align_on and not a.detach_long
         if not 0 < a.extra_frac <= 1:
             raise OLHError(f"extra_frac={a.extra_frac} must be in (0, 1]")
         self.extra_max = max(1, int(a.extra_frac * self.L)) if self.two_branch else 0
@@ -62,9 +64,8 @@ class Objective:
             return out.lm, {"lm_loss": out.lm}
         e = int(torch.randint(1, self.extra_max + 1, (1,), generator=gen))
         long_s, short_s, li, si = self.cuts[e] if self.align_on else (*self.pairing(self.L, e), None, None)
-        # aligned: the logits term may compute the LM losses in its own node (one gradient buffer, targets.py)
-        defer = self.align_on and not self.a.detach_long
-        long, short = self.views.run(model, self.views.cut(seq, long_s, short_s), hidden=self.hidden, defer_lm=defer)
+        long, short = self.views.run(model, self.views.cut(seq, long_s, short_s), hidden=self.hidden,
+                                     defer_lm=self.defer_lm)
         if not self.align_on:
             lm = 0.5 * (long.lm + short.lm)
             return lm, {"lm_loss": lm, "l_extra": e}
